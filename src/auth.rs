@@ -1,0 +1,142 @@
+//! [`BearerAuth`]: the configured validator, and the tower layer that uses
+//! it.
+
+use std::sync::Arc;
+
+use crate::config::{Builder, Config};
+use crate::error::{AuthError, TokenError};
+use crate::jwks::{FetchError, KeyStore};
+use crate::jwt::claims::Principal;
+use crate::jwt::{self, Failure};
+use crate::policy::{RequireScopes, ScopePolicy};
+
+/// A validator for bearer access tokens, and the tower [`Layer`] that puts
+/// it in front of a service.
+///
+/// Cheap to clone: clones share configuration and keys. Build one with
+/// [`BearerAuth::builder`]; see the [crate docs](crate) for an example.
+///
+/// [`Layer`]: tower_layer::Layer
+#[derive(Clone)]
+pub struct BearerAuth {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) optional: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    keys: KeyStore,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("issuer", &self.shared.config.issuer)
+            .field("optional", &self.optional)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of the synchronous fast path.
+pub(crate) enum Quick {
+    Done(Result<Principal, AuthError>),
+    /// Keys must be fetched first; carries the key-set generation seen.
+    NeedKeys(u64),
+}
+
+impl BearerAuth {
+    /// Starts a configuration. Issuer and audience are required.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn new(config: Config, keys: KeyStore) -> Self {
+        Self {
+            shared: Arc::new(Shared { config, keys }),
+            optional: false,
+        }
+    }
+
+    /// The same validator as a layer that lets requests without any bearer
+    /// token through unauthenticated (no [`Principal`] in their
+    /// extensions). A token that is present must still be valid.
+    pub fn optional(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            optional: true,
+        }
+    }
+
+    /// A route layer that requires every one of `scopes`.
+    ///
+    /// Use it with axum's `route_layer` behind this layer. Errors are
+    /// answered with this validator's realm and error hook.
+    pub fn require_all<I, S>(&self, scopes: I) -> RequireScopes
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RequireScopes::new(ScopePolicy::all(scopes), Some(self.shared.clone()))
+    }
+
+    /// A route layer that requires at least one of `scopes`.
+    pub fn require_any<I, S>(&self, scopes: I) -> RequireScopes
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RequireScopes::new(ScopePolicy::any(scopes), Some(self.shared.clone()))
+    }
+
+    /// Fetches the issuer's keys now instead of on first use, and returns
+    /// how many usable keys were found. Call it at start-up to fail fast
+    /// on a misconfigured issuer; a static key set returns at once.
+    pub async fn prefetch_keys(&self) -> Result<usize, FetchError> {
+        self.shared.keys.prefetch().await
+    }
+
+    /// Validates a token: signature, header and claims, fetching keys if
+    /// the token names one not seen yet (at most once per cooldown).
+    ///
+    /// This is the transport-neutral core that the layer uses; call it
+    /// directly to validate tokens outside of a tower stack.
+    pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.shared.validate(token).await
+    }
+}
+
+impl Shared {
+    /// Validates with the keys at hand, without waiting.
+    pub(crate) fn validate_now(&self, token: &str) -> Quick {
+        let (keys, generation) = self.keys.snapshot();
+        let outcome = jwt::validate(&self.config, keys.as_deref(), token);
+        match outcome {
+            Ok(p) => Quick::Done(Ok(p)),
+            Err(Failure::Token(e)) => Quick::Done(Err(self.refuse(e))),
+            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::NeedKeys(generation),
+        }
+    }
+
+    pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        let seen = match self.validate_now(token) {
+            Quick::Done(result) => return result,
+            Quick::NeedKeys(seen) => seen,
+        };
+        let refresh = self.keys.refresh(seen).await;
+        let (keys, _) = self.keys.snapshot();
+        match jwt::validate(&self.config, keys.as_deref(), token) {
+            Ok(p) => Ok(p),
+            Err(Failure::Token(e)) => Err(self.refuse(e)),
+            Err(Failure::UnknownKey) => Err(self.refuse(TokenError::UnknownKey)),
+            Err(Failure::NoKeys) => {
+                tracing::warn!(?refresh, "no key set available; answering 503");
+                Err(AuthError::KeysUnavailable)
+            }
+        }
+    }
+
+    fn refuse(&self, e: TokenError) -> AuthError {
+        tracing::debug!(reason = %e, "bearer token refused");
+        AuthError::InvalidToken(e)
+    }
+}

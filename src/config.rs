@@ -1,0 +1,550 @@
+//! The builder, the validated configuration, and every default in one place.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use url::Url;
+
+use crate::alg::Algorithm;
+use crate::auth::BearerAuth;
+use crate::clock::{Clock, SystemClock};
+use crate::error::AuthError;
+use crate::jwks::{JwksError, KeySet, KeyStore, Source};
+
+/// Leeway applied to `exp` and `nbf`: 60 s, as Envoy and Spring use.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Minimum time between two refetches triggered by unknown `kid`s: 30 s.
+pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// Timeout for one discovery or JWKS fetch: 5 s.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size and shape limits, checked before (or while) anything is parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Longest accepted token, in bytes: 16 KiB. Checked before decoding.
+    pub max_token_bytes: usize,
+    /// Deepest JSON nesting in the header or claims: 16.
+    pub max_json_depth: usize,
+    /// Longest accepted `kid`, in bytes: 256.
+    pub max_kid_bytes: usize,
+    /// Most entries in an `aud` array: 32.
+    pub max_audiences: usize,
+    /// Most scopes a token may carry: 256.
+    pub max_scopes: usize,
+    /// Most keys in a JWK set: 100; a larger set is refused whole.
+    pub max_jwks_keys: usize,
+    /// Largest discovery or JWKS response body: 256 KiB.
+    pub max_document_bytes: usize,
+    /// Smallest RSA modulus accepted in a JWK: 2048 bits.
+    pub min_rsa_bits: usize,
+    /// Largest RSA modulus accepted in a JWK: 8192 bits, so a hostile key
+    /// cannot make each verification a CPU burden.
+    pub max_rsa_bits: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: 16 * 1024,
+            max_json_depth: 16,
+            max_kid_bytes: 256,
+            max_audiences: 32,
+            max_scopes: 256,
+            max_jwks_keys: 100,
+            max_document_bytes: 256 * 1024,
+            min_rsa_bits: 2048,
+            max_rsa_bits: 8192,
+        }
+    }
+}
+
+/// Which `typ` header values are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenTypePolicy {
+    /// `at+jwt`, `application/at+jwt`, `JWT`, or no `typ` at all; anything
+    /// else (such as `dpop+jwt` or `id_token+jwt`) is refused. The default.
+    #[default]
+    AccessTokenOrJwt,
+    /// RFC 9068 strictly: `typ` must be `at+jwt` (or `application/at+jwt`)
+    /// and the claims `iss`, `exp`, `aud`, `sub`, `client_id`, `iat` and
+    /// `jti` must be present.
+    Rfc9068,
+}
+
+/// Rewrites the default error response; see [`Builder::on_error`].
+pub type ErrorResponder = Arc<dyn Fn(&AuthError, Response<Bytes>) -> Response<Bytes> + Send + Sync>;
+
+/// The validated configuration shared by every clone of the layer.
+pub(crate) struct Config {
+    pub issuer: Option<Box<str>>,
+    pub audiences: Option<Box<[Box<str>]>>,
+    pub algorithms: Box<[Algorithm]>,
+    pub leeway_secs: i64,
+    pub typ: TokenTypePolicy,
+    pub required_claims: Box<[Arc<str>]>,
+    pub scope_claims: Box<[Box<str>]>,
+    pub limits: Limits,
+    pub clock: Arc<dyn Clock>,
+    pub realm: Option<Box<str>>,
+    pub cookie: Option<Box<str>>,
+    pub responder: Option<ErrorResponder>,
+}
+
+impl Config {
+    pub(crate) fn error_response(&self, err: &AuthError) -> Response<Bytes> {
+        let res = err.to_response(self.realm.as_deref());
+        match &self.responder {
+            Some(f) => f(err, res),
+            None => res,
+        }
+    }
+}
+
+/// A configuration mistake found by [`Builder::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No issuer was set and the issuer check was not explicitly disabled.
+    MissingIssuer,
+    /// No audience was set and the audience check was not explicitly
+    /// disabled.
+    MissingAudience,
+    /// An audience or scope claim name is empty.
+    EmptyValue(&'static str),
+    /// The algorithm allow-list is empty.
+    NoAlgorithms,
+    /// An HMAC algorithm is allowed without a configured secret, or a secret
+    /// is shorter than the algorithm's hash output (RFC 7518 §3.2).
+    Secret(&'static str),
+    /// A URL does not parse, or is not https and not on a loopback host.
+    InsecureUrl(String),
+    /// No way to find keys: discovery needs an issuer.
+    NoKeySource,
+    /// A static JWKS is unusable.
+    Jwks(JwksError),
+    /// A static JWKS holds no usable key.
+    NoUsableKeys,
+    /// The realm contains quotes, backslashes or non-visible characters.
+    InvalidRealm,
+    /// A limit is zero or otherwise impossible.
+    InvalidLimit(&'static str),
+    /// The HTTP client could not be built.
+    HttpClient(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingIssuer => f.write_str(
+                "no issuer configured; set one, or call insecure_skip_issuer_check() to opt out",
+            ),
+            Self::MissingAudience => f.write_str(
+                "no audience configured; set one, or call insecure_skip_audience_check() to opt out",
+            ),
+            Self::EmptyValue(what) => write!(f, "{what} must not be empty"),
+            Self::NoAlgorithms => f.write_str("the algorithm allow-list is empty"),
+            Self::Secret(why) => f.write_str(why),
+            Self::InsecureUrl(url) => {
+                write!(f, "{url} is not a valid https URL (plain http is only for loopback hosts)")
+            }
+            Self::NoKeySource => {
+                f.write_str("no key source: configure an issuer for discovery, a JWKS URL or a static JWKS")
+            }
+            Self::Jwks(e) => write!(f, "static JWKS: {e}"),
+            Self::NoUsableKeys => f.write_str("the static JWKS holds no usable key"),
+            Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
+            Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
+            Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Builds a [`BearerAuth`]. Start with [`BearerAuth::builder`].
+///
+/// Issuer and audience are required: a validator that accepts tokens from
+/// anyone, for anyone, is refused unless the opt-out is spelled out with an
+/// `insecure_*` call (RFC 8725 §3.8–3.9).
+pub struct Builder {
+    issuer: Option<String>,
+    skip_issuer: bool,
+    audiences: Vec<String>,
+    skip_audience: bool,
+    jwks_uri: Option<String>,
+    static_jwks: Option<Vec<u8>>,
+    algorithms: Option<Vec<Algorithm>>,
+    secrets: Vec<(Algorithm, Vec<u8>)>,
+    leeway: Duration,
+    typ: TokenTypePolicy,
+    required_claims: Vec<String>,
+    scope_claims: Vec<String>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    refetch_cooldown: Duration,
+    fetch_timeout: Duration,
+    realm: Option<String>,
+    cookie: Option<String>,
+    responder: Option<ErrorResponder>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("jwks_uri", &self.jwks_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            skip_issuer: false,
+            audiences: Vec::new(),
+            skip_audience: false,
+            jwks_uri: None,
+            static_jwks: None,
+            algorithms: None,
+            secrets: Vec::new(),
+            leeway: DEFAULT_LEEWAY,
+            typ: TokenTypePolicy::default(),
+            required_claims: Vec::new(),
+            scope_claims: vec!["scope".into(), "scp".into()],
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            refetch_cooldown: DEFAULT_REFETCH_COOLDOWN,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            realm: None,
+            cookie: None,
+            responder: None,
+        }
+    }
+}
+
+impl Builder {
+    /// The issuer: `iss` must equal it exactly (case-sensitive, no
+    /// normalisation of trailing slashes), and keys are found through its
+    /// discovery document unless [`jwks_uri`](Self::jwks_uri) or
+    /// [`jwks_json`](Self::jwks_json) is given. Required.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Accepts tokens from any issuer. Only for keys given statically or by
+    /// JWKS URL that belong to a single issuer; never with discovery.
+    pub fn insecure_skip_issuer_check(mut self) -> Self {
+        self.skip_issuer = true;
+        self
+    }
+
+    /// An audience this API answers to; `aud` must contain it. May be
+    /// called several times: a token naming any one of them is accepted.
+    /// Required.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Accepts tokens meant for any audience, so a token issued for another
+    /// API of the same issuer is accepted here too.
+    pub fn insecure_skip_audience_check(mut self) -> Self {
+        self.skip_audience = true;
+        self
+    }
+
+    /// Fetch keys from this JWKS URL instead of using discovery.
+    pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
+        self.jwks_uri = Some(uri.into());
+        self
+    }
+
+    /// Use this JWKS document and never fetch keys (air-gapped use, tests).
+    pub fn jwks_json(mut self, json: impl Into<Vec<u8>>) -> Self {
+        self.static_jwks = Some(json.into());
+        self
+    }
+
+    /// The algorithm allow-list. Default: [`Algorithm::DEFAULT_ALLOWED`]
+    /// (asymmetric only). A token whose `alg` is not listed is refused
+    /// before any key is looked up.
+    pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = Some(algs.into_iter().collect());
+        self
+    }
+
+    /// A shared secret for an HMAC algorithm, which is also added to the
+    /// allow-list. The secret must be at least as long as the hash output
+    /// (32, 48 or 64 bytes). HMAC keys are never taken from a JWKS.
+    pub fn shared_secret(mut self, alg: Algorithm, secret: impl Into<Vec<u8>>) -> Self {
+        self.secrets.push((alg, secret.into()));
+        self
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf`. Default: 60 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Which `typ` header values are accepted. Default:
+    /// [`TokenTypePolicy::AccessTokenOrJwt`].
+    pub fn token_type(mut self, policy: TokenTypePolicy) -> Self {
+        self.typ = policy;
+        self
+    }
+
+    /// Claims that must be present (beyond `exp`, which always is).
+    pub fn require_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required_claims
+            .extend(claims.into_iter().map(Into::into));
+        self
+    }
+
+    /// Claims read for scopes, each a space-separated string or an array of
+    /// strings. Default: `scope` and `scp`. Auth0's RBAC puts permissions in
+    /// `permissions`, for example.
+    pub fn scope_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scope_claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Size and shape limits. Default: [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock for `exp`, `nbf` and cooldowns. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Minimum time between refetches triggered by a token with an unknown
+    /// `kid` (and between retries while no key set could be fetched).
+    /// Default: 30 s.
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.refetch_cooldown = cooldown;
+        self
+    }
+
+    /// Timeout of one discovery or JWKS request. Default: 5 s.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// A `realm` for the `WWW-Authenticate` challenge. Default: none.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Also read the token from this cookie when there is no
+    /// `Authorization` header. Default: header only.
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.cookie = Some(name.into());
+        self
+    }
+
+    /// Rewrites error responses. The function gets the error and the
+    /// default response (status, headers, JSON body) and returns the one to
+    /// send.
+    pub fn on_error<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&AuthError, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.responder = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks the configuration and builds the validator.
+    ///
+    /// Keys are not fetched here: the first request that needs them fetches
+    /// them (all requests arriving meanwhile share that one fetch), so a
+    /// service can start while its issuer is briefly unreachable. Call
+    /// [`BearerAuth::prefetch_keys`] at start-up to fail fast instead.
+    pub fn build(self) -> Result<BearerAuth, ConfigError> {
+        let issuer = match (self.issuer, self.skip_issuer) {
+            (Some(i), _) if i.is_empty() => return Err(ConfigError::EmptyValue("issuer")),
+            (Some(i), _) => Some(i),
+            (None, true) => None,
+            (None, false) => return Err(ConfigError::MissingIssuer),
+        };
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::EmptyValue("audience"));
+        }
+        let audiences = match (self.audiences.is_empty(), self.skip_audience) {
+            (false, _) => Some(self.audiences.into_iter().map(Box::from).collect()),
+            (true, true) => None,
+            (true, false) => return Err(ConfigError::MissingAudience),
+        };
+        if self
+            .scope_claims
+            .iter()
+            .chain(&self.required_claims)
+            .any(String::is_empty)
+        {
+            return Err(ConfigError::EmptyValue("claim name"));
+        }
+        let l = &self.limits;
+        for (v, name) in [
+            (l.max_token_bytes, "max_token_bytes"),
+            (l.max_json_depth, "max_json_depth"),
+            (l.max_kid_bytes, "max_kid_bytes"),
+            (l.max_audiences, "max_audiences"),
+            (l.max_scopes, "max_scopes"),
+            (l.max_jwks_keys, "max_jwks_keys"),
+            (l.max_document_bytes, "max_document_bytes"),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::InvalidLimit(name));
+            }
+        }
+        if l.min_rsa_bits > l.max_rsa_bits {
+            return Err(ConfigError::InvalidLimit("min_rsa_bits <= max_rsa_bits"));
+        }
+        if let Some(realm) = &self.realm {
+            if !realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                || realm.contains(['"', '\\'])
+            {
+                return Err(ConfigError::InvalidRealm);
+            }
+        }
+
+        let mut algorithms = self
+            .algorithms
+            .unwrap_or_else(|| Algorithm::DEFAULT_ALLOWED.to_vec());
+        let mut secrets = KeySet::default();
+        for (alg, secret) in &self.secrets {
+            let min = match alg {
+                Algorithm::HS256 => 32,
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => return Err(ConfigError::Secret("shared_secret takes an HS* algorithm")),
+            };
+            if secret.len() < min {
+                return Err(ConfigError::Secret(
+                    "the shared secret is shorter than the algorithm's hash output",
+                ));
+            }
+            secrets.insert_secret(*alg, secret);
+            if !algorithms.contains(alg) {
+                algorithms.push(*alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithms);
+        }
+        if algorithms
+            .iter()
+            .any(|a| a.is_symmetric() && !self.secrets.iter().any(|(s, _)| s == a))
+        {
+            return Err(ConfigError::Secret(
+                "an HS* algorithm is allowed but no shared secret is configured for it",
+            ));
+        }
+        algorithms.dedup();
+
+        let source = if let Some(json) = &self.static_jwks {
+            let (mut set, skipped) =
+                KeySet::parse(json, &algorithms, &self.limits).map_err(ConfigError::Jwks)?;
+            for s in &skipped {
+                tracing::warn!(
+                    kid = s.kid.as_deref(),
+                    reason = s.reason,
+                    "skipping unusable JWK"
+                );
+            }
+            if set.is_empty() {
+                return Err(ConfigError::NoUsableKeys);
+            }
+            set.extend(&secrets);
+            Source::Static(set)
+        } else if let Some(uri) = &self.jwks_uri {
+            Source::Jwks(checked_url(uri)?, secrets)
+        } else if let Some(issuer) = &issuer {
+            Source::Discovery(checked_url(issuer)?, secrets)
+        } else if !secrets.is_empty() {
+            Source::Static(secrets)
+        } else {
+            return Err(ConfigError::NoKeySource);
+        };
+
+        let clock = self.clock;
+        let keys = KeyStore::new(
+            source,
+            issuer.clone(),
+            algorithms.clone(),
+            self.limits.clone(),
+            clock.clone(),
+            self.refetch_cooldown,
+            self.fetch_timeout,
+        )?;
+        let mut required_claims: Vec<Arc<str>> =
+            self.required_claims.into_iter().map(Arc::from).collect();
+        if self.typ == TokenTypePolicy::Rfc9068 {
+            for c in ["iss", "aud", "sub", "client_id", "iat", "jti"] {
+                if !required_claims.iter().any(|r| &**r == c) {
+                    required_claims.push(Arc::from(c));
+                }
+            }
+        }
+        let config = Config {
+            issuer: issuer.map(Box::from),
+            audiences,
+            algorithms: algorithms.into(),
+            leeway_secs: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+            typ: self.typ,
+            required_claims: required_claims.into(),
+            scope_claims: self.scope_claims.into_iter().map(Box::from).collect(),
+            limits: self.limits,
+            clock,
+            realm: self.realm.map(Box::from),
+            cookie: self.cookie.map(Box::from),
+            responder: self.responder,
+        };
+        Ok(BearerAuth::new(config, keys))
+    }
+}
+
+/// Parses `s` and accepts it only if it is https, or http on a loopback
+/// host (127.0.0.0/8, ::1, localhost).
+pub(crate) fn checked_url(s: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s).map_err(|_| ConfigError::InsecureUrl(s.to_owned()))?;
+    if is_acceptable_url(&url) {
+        Ok(url)
+    } else {
+        Err(ConfigError::InsecureUrl(s.to_owned()))
+    }
+}
+
+pub(crate) fn is_acceptable_url(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
+}

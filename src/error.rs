@@ -1,0 +1,278 @@
+//! [`AuthError`] and its mapping to RFC 6750 responses.
+//!
+//! Every failure of the pipeline is one variant, so callers can match on it
+//! and transports (HTTP here, gRPC later) can map it. Descriptions are fixed
+//! strings written by this crate: they never contain the token or anything
+//! else taken from the request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// Why a request was not let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No bearer credentials at all (or another scheme, such as `Basic`).
+    /// Answered with 401 and a `WWW-Authenticate: Bearer` challenge that
+    /// carries no error code (RFC 6750 §3.1).
+    MissingToken,
+    /// The request itself is malformed: 400 `invalid_request`.
+    InvalidRequest(RequestError),
+    /// The token was presented but is not acceptable: 401 `invalid_token`.
+    InvalidToken(TokenError),
+    /// The token is valid but lacks scopes this route needs: 403
+    /// `insufficient_scope`.
+    InsufficientScope(ScopeRequirement),
+    /// The issuer's keys could not be obtained, so no token can be checked
+    /// now: 503 with `Retry-After`. Never turned into a success.
+    KeysUnavailable,
+}
+
+/// What was wrong with the request's credentials, as opposed to the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// More than one `Authorization` header.
+    MultipleAuthorizationHeaders,
+    /// `Authorization: Bearer` with nothing after it.
+    EmptyBearerToken,
+    /// A bearer credential that is not RFC 6750 `b64token` syntax, or a
+    /// header that is not visible ASCII.
+    MalformedCredentials,
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Longer than the configured maximum; refused before any decoding.
+    TooLarge,
+    /// Not a compact JWS: wrong number of segments, bad base64url, or JSON
+    /// that does not parse.
+    Malformed,
+    /// A five-part JWE; encrypted access tokens are not supported.
+    Encrypted,
+    /// JSON nested deeper than allowed, or more entries than allowed.
+    LimitExceeded(&'static str),
+    /// `alg` is not on the allow-list (this includes `none`).
+    AlgorithmNotAllowed,
+    /// The header names a key source this crate never trusts (`jwk`, `jku`,
+    /// `x5u`).
+    UntrustedKeySource(&'static str),
+    /// `crit` lists an extension this crate does not understand, or `b64`
+    /// is false.
+    UnsupportedExtension,
+    /// `typ` is not one the configured policy accepts.
+    WrongType,
+    /// No key with this `kid` (after a refetch, if one was allowed).
+    UnknownKey,
+    /// A key exists under this `kid` but cannot be used with the token's
+    /// `alg` (other key type or curve, or the JWK's own `alg` differs).
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is in the past, beyond the leeway.
+    Expired,
+    /// `nbf` is in the future, beyond the leeway.
+    NotYetValid,
+    /// A required claim is absent.
+    MissingClaim(Arc<str>),
+    /// A claim has the wrong JSON type or an impossible value.
+    InvalidClaim(&'static str),
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// `aud` does not contain the configured audience.
+    WrongAudience,
+}
+
+/// The scopes a route asked for, carried by
+/// [`AuthError::InsufficientScope`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeRequirement {
+    /// The scopes the route names.
+    pub scopes: Arc<[Box<str>]>,
+    /// `true` when any one of them suffices, `false` when all are needed.
+    pub any_of: bool,
+}
+
+impl AuthError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The RFC 6750 error code, if this error carries one.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => None,
+            Self::InvalidRequest(_) => Some("invalid_request"),
+            Self::InvalidToken(_) => Some("invalid_token"),
+            Self::InsufficientScope(_) => Some("insufficient_scope"),
+            Self::KeysUnavailable => Some("temporarily_unavailable"),
+        }
+    }
+
+    /// A short, client-safe explanation. Never contains request data.
+    pub fn description(&self) -> Option<&str> {
+        Some(match self {
+            Self::MissingToken => return None,
+            Self::InvalidRequest(e) => e.description(),
+            Self::InvalidToken(e) => e.description(),
+            Self::InsufficientScope(r) if r.any_of => {
+                "the token lacks all of the scopes that allow this request"
+            }
+            Self::InsufficientScope(_) => "the token lacks a scope this request needs",
+            Self::KeysUnavailable => "the token cannot be checked right now; retry later",
+        })
+    }
+
+    /// The `WWW-Authenticate` challenge for this error (RFC 6750 §3), or
+    /// `None` for errors that are not about the credentials.
+    pub fn www_authenticate(&self, realm: Option<&str>) -> Option<HeaderValue> {
+        if matches!(self, Self::KeysUnavailable) {
+            return None;
+        }
+        let mut params: Vec<String> = Vec::with_capacity(4);
+        if let Some(realm) = realm {
+            params.push(format!("realm=\"{realm}\""));
+        }
+        if let Some(code) = self.error_code() {
+            params.push(format!("error=\"{code}\""));
+        }
+        if let Some(desc) = self.description() {
+            params.push(format!("error_description=\"{desc}\""));
+        }
+        if let Self::InsufficientScope(req) = self {
+            let scopes = req
+                .scopes
+                .join(" ")
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
+            params.push(format!("scope=\"{scopes}\""));
+        }
+        let value = if params.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            format!("Bearer {}", params.join(", "))
+        };
+        // Every part is a fixed string, the realm (checked by the builder)
+        // or escaped scopes; a scope with control characters would make
+        // this fail, and then the bare scheme is sent.
+        Some(HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer")))
+    }
+
+    /// The default HTTP response: status, `WWW-Authenticate` (or
+    /// `Retry-After` for 503), `Cache-Control: no-store`, and a small JSON
+    /// body with the same fields as the challenge.
+    pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        let mut body = serde_json::Map::new();
+        if let Some(code) = self.error_code() {
+            body.insert("error".into(), code.into());
+        }
+        if let Some(desc) = self.description() {
+            body.insert("error_description".into(), desc.into());
+        }
+        if let Self::InsufficientScope(req) = self {
+            body.insert("scope".into(), req.scopes.join(" ").into());
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = Response::new(Bytes::from(body));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.www_authenticate(realm) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, Self::KeysUnavailable) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}
+
+impl RequestError {
+    fn description(&self) -> &'static str {
+        match self {
+            Self::MultipleAuthorizationHeaders => {
+                "the request has more than one Authorization header"
+            }
+            Self::EmptyBearerToken => "the Bearer credentials are empty",
+            Self::MalformedCredentials => "the Bearer credentials are malformed",
+        }
+    }
+}
+
+impl TokenError {
+    /// A short, client-safe explanation.
+    pub fn description(&self) -> &str {
+        match self {
+            Self::TooLarge => "the token is too large",
+            Self::Malformed => "the token is not a well-formed JWT",
+            Self::Encrypted => "encrypted tokens are not accepted",
+            Self::LimitExceeded(_) => "the token exceeds a structural limit",
+            Self::AlgorithmNotAllowed => "the token's signing algorithm is not accepted",
+            Self::UntrustedKeySource(_) => "the token names a key source that is not trusted",
+            Self::UnsupportedExtension => "the token uses an unsupported JWS extension",
+            Self::WrongType => "the token type is not accepted",
+            Self::UnknownKey => "the token was signed with an unknown key",
+            Self::KeyAlgorithmMismatch => "the token's algorithm does not match its key",
+            Self::BadSignature => "the token signature is invalid",
+            Self::Expired => "the token has expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::MissingClaim(_) => "the token lacks a required claim",
+            Self::InvalidClaim(_) => "the token has a malformed claim",
+            Self::WrongIssuer => "the token was issued by an untrusted issuer",
+            Self::WrongAudience => "the token is not meant for this audience",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingToken => f.write_str("no bearer token"),
+            Self::InvalidRequest(e) => write!(f, "invalid request: {}", e.description()),
+            Self::InvalidToken(e) => write!(f, "invalid token: {e}"),
+            Self::InsufficientScope(r) => write!(
+                f,
+                "insufficient scope: needs {} of [{}]",
+                if r.any_of { "one" } else { "all" },
+                r.scopes.join(" ")
+            ),
+            Self::KeysUnavailable => f.write_str("the issuer's keys are unavailable"),
+        }
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LimitExceeded(what) => write!(f, "limit exceeded: {what}"),
+            Self::UntrustedKeySource(h) => write!(f, "untrusted key source header `{h}`"),
+            Self::MissingClaim(c) => write!(f, "missing claim `{c}`"),
+            Self::InvalidClaim(c) => write!(f, "malformed claim `{c}`"),
+            other => f.write_str(other.description()),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+impl std::error::Error for TokenError {}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        Self::InvalidToken(e)
+    }
+}

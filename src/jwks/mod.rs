@@ -1,0 +1,12 @@
+//! The issuer's keys: parsing a JWK set ([`set`]), fetching it over HTTP
+//! with discovery ([`fetch`]), and keeping the current set for the hot path
+//! ([`store`]).
+
+mod fetch;
+mod set;
+pub(crate) mod store;
+
+pub use fetch::FetchError;
+pub use set::{JwksError, KeySet, SkippedKey};
+pub(crate) use set::{Lookup, verify};
+pub(crate) use store::{KeyStore, Source};

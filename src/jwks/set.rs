@@ -1,0 +1,371 @@
+//! A key set: JWKs turned into ready-to-use verifying keys, indexed by `kid`.
+//!
+//! Keys are parsed once, when the set is built, into `aws-lc-rs`
+//! [`ParsedPublicKey`]s, so verifying a token never rebuilds a key.
+//! Unusable keys are skipped with a warning instead of failing the set: one
+//! exotic key at the issuer must not take the API down.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
+use serde::Deserialize;
+
+use crate::alg::{Algorithm, Family};
+use crate::config::Limits;
+
+/// One verifying key, ready for every allowed algorithm it can serve.
+pub(crate) struct Key {
+    kid: Option<Box<str>>,
+    verifiers: Vec<(Algorithm, Verifier)>,
+}
+
+enum Verifier {
+    Public(ParsedPublicKey),
+    Hmac(hmac::Key),
+}
+
+impl Key {
+    /// The verifier for `alg`, if this key may be used with it.
+    fn verifier(&self, alg: Algorithm) -> Option<&Verifier> {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+    }
+
+    pub(crate) fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+/// Verifies `signature` over `message` with `key` under `alg`.
+pub(crate) fn verify(key: &Key, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
+    match key.verifier(alg) {
+        Some(Verifier::Public(k)) => k.verify_sig(message, sig).is_ok(),
+        Some(Verifier::Hmac(k)) => hmac::verify(k, message, sig).is_ok(),
+        None => false,
+    }
+}
+
+/// The outcome of looking a key up for a token.
+pub(crate) enum Lookup<'a> {
+    Found(&'a Arc<Key>),
+    /// Keys exist under this `kid` (or, without a `kid`, at all), but none
+    /// fits the token's algorithm.
+    Mismatch,
+    /// Nothing under this `kid`.
+    Unknown,
+}
+
+/// A set of verifying keys, as published by an issuer's JWKS endpoint or
+/// given statically.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<Key>>,
+    by_kid: HashMap<Box<str>, Vec<usize>>,
+}
+
+/// Why a JWKS document was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not a JSON object with a `keys` array.
+    NotAJwks,
+    /// More keys than the configured limit.
+    TooManyKeys {
+        /// How many keys the document holds.
+        found: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAJwks => f.write_str("the document is not a JWK set"),
+            Self::TooManyKeys { found, limit } => {
+                write!(
+                    f,
+                    "the JWK set holds {found} keys, more than the limit of {limit}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+/// Why one JWK was left out of a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// The key's `kid`, if it had a readable one.
+    pub kid: Option<String>,
+    /// Why it was skipped.
+    pub reason: &'static str,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySet")
+            .field("kids", &self.kids().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys": [...]}`), keeping every key usable
+    /// with one of `allowed` and reporting the others.
+    ///
+    /// Skipped: keys whose `use` is not `sig`, whose `key_ops` lack
+    /// `verify`, symmetric (`oct`) keys, keys carrying private parameters,
+    /// unknown key types or curves, RSA moduli outside the configured size
+    /// range, malformed parameters, and keys whose own `alg` is not allowed.
+    pub fn parse(
+        json: &[u8],
+        allowed: &[Algorithm],
+        limits: &Limits,
+    ) -> Result<(Self, Vec<SkippedKey>), JwksError> {
+        let raw: RawJwks = serde_json::from_slice(json).map_err(|_| JwksError::NotAJwks)?;
+        if raw.keys.len() > limits.max_jwks_keys {
+            return Err(JwksError::TooManyKeys {
+                found: raw.keys.len(),
+                limit: limits.max_jwks_keys,
+            });
+        }
+        let mut set = Self::default();
+        let mut skipped = Vec::new();
+        for value in raw.keys {
+            let kid = value.get("kid").and_then(|k| k.as_str()).map(str::to_owned);
+            match key_from_jwk(value, allowed, limits) {
+                Ok(key) => set.insert(key),
+                Err(reason) => skipped.push(SkippedKey { kid, reason }),
+            }
+        }
+        Ok((set, skipped))
+    }
+
+    /// A set holding one shared secret for HMAC algorithms.
+    pub(crate) fn insert_secret(&mut self, alg: Algorithm, secret: &[u8]) {
+        let hmac_alg = match alg {
+            Algorithm::HS256 => hmac::HMAC_SHA256,
+            Algorithm::HS384 => hmac::HMAC_SHA384,
+            _ => hmac::HMAC_SHA512,
+        };
+        self.insert(Key {
+            kid: None,
+            verifiers: vec![(alg, Verifier::Hmac(hmac::Key::new(hmac_alg, secret)))],
+        });
+    }
+
+    fn insert(&mut self, key: Key) {
+        let idx = self.keys.len();
+        if let Some(kid) = &key.kid {
+            self.by_kid.entry(kid.clone()).or_default().push(idx);
+        }
+        self.keys.push(Arc::new(key));
+    }
+
+    /// Adds every key of `other` to this set.
+    pub(crate) fn extend(&mut self, other: &KeySet) {
+        for key in &other.keys {
+            let idx = self.keys.len();
+            if let Some(kid) = &key.kid {
+                self.by_kid.entry(kid.clone()).or_default().push(idx);
+            }
+            self.keys.push(key.clone());
+        }
+    }
+
+    /// How many usable keys the set holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `kid`s of the keys in the set.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid())
+    }
+
+    /// Finds the key for a token's `kid` and `alg`. Without a `kid`, the
+    /// one key that serves `alg` is used; if several do, none is.
+    pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                None => Lookup::Unknown,
+                Some(idxs) => idxs
+                    .iter()
+                    .map(|&i| &self.keys[i])
+                    .find(|k| k.verifier(alg).is_some())
+                    .map_or(Lookup::Mismatch, Lookup::Found),
+            },
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.verifier(alg).is_some());
+                match (fitting.next(), fitting.next()) {
+                    (Some(key), None) => Lookup::Found(key),
+                    (None, _) if self.keys.is_empty() => Lookup::Unknown,
+                    _ => Lookup::Mismatch,
+                }
+            }
+        }
+    }
+}
+
+fn key_from_jwk(
+    value: serde_json::Value,
+    allowed: &[Algorithm],
+    limits: &Limits,
+) -> Result<Key, &'static str> {
+    if value.get("d").is_some() || value.get("p").is_some() {
+        return Err("the JWK carries private key material");
+    }
+    let jwk: Jwk = serde_json::from_value(value).map_err(|_| "malformed JWK")?;
+    let common = &jwk.common;
+    if let Some(kid) = &common.key_id {
+        if kid.len() > limits.max_kid_bytes {
+            return Err("kid too long");
+        }
+    }
+    match &common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => {}
+        Some(_) => return Err("use is not \"sig\""),
+    }
+    if let Some(ops) = &common.key_operations {
+        if !ops.iter().any(|op| matches!(op, KeyOperations::Verify)) {
+            return Err("key_ops does not include \"verify\"");
+        }
+    }
+    let published_alg = match &common.key_algorithm {
+        None => None,
+        Some(a) => Some(jwk_alg(a).ok_or("the JWK's alg is not a supported signature algorithm")?),
+    };
+    // The algorithms this key may serve: those of its family that are
+    // allowed, narrowed to the JWK's own `alg` when it names one.
+    let candidates = |family: Family| -> Vec<Algorithm> {
+        allowed
+            .iter()
+            .copied()
+            .filter(|a| a.family() == family && published_alg.is_none_or(|p| p == *a))
+            .collect()
+    };
+    let verifiers: Vec<(Algorithm, Verifier)> = match &jwk.algorithm {
+        AlgorithmParameters::RSA(p) => {
+            let n = strip_leading_zeros(b64(&p.n)?);
+            let e = strip_leading_zeros(b64(&p.e)?);
+            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            if bits < limits.min_rsa_bits || bits > limits.max_rsa_bits {
+                return Err("RSA modulus size outside the accepted range");
+            }
+            if e.is_empty() || e.len() > 4 || e.last().is_none_or(|b| b & 1 == 0) {
+                return Err("unusual RSA public exponent");
+            }
+            let components = RsaPublicKeyComponents {
+                n: &n[..],
+                e: &e[..],
+            };
+            candidates(Family::Rsa)
+                .into_iter()
+                .map(|alg| {
+                    let params = rsa_params(alg);
+                    components
+                        .to_parsed_public_key(params)
+                        .map(|k| (alg, Verifier::Public(k)))
+                        .map_err(|_| "invalid RSA public key")
+                })
+                .collect::<Result<_, _>>()?
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (family, len, verify_alg): (_, _, &'static signature::EcdsaVerificationAlgorithm) =
+                match p.curve {
+                    EllipticCurve::P256 => (Family::P256, 32, &signature::ECDSA_P256_SHA256_FIXED),
+                    EllipticCurve::P384 => (Family::P384, 48, &signature::ECDSA_P384_SHA384_FIXED),
+                    _ => return Err("unsupported elliptic curve"),
+                };
+            let (x, y) = (b64(&p.x)?, b64(&p.y)?);
+            if x.len() != len || y.len() != len {
+                return Err("EC coordinates have the wrong length");
+            }
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let parsed = ParsedPublicKey::new(verify_alg, &point)
+                .map_err(|_| "EC point not on the curve")?;
+            candidates(family)
+                .into_iter()
+                .map(|a| (a, Verifier::Public(parsed.clone())))
+                .collect()
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            if p.curve != EllipticCurve::Ed25519 {
+                return Err("unsupported OKP curve");
+            }
+            let x = b64(&p.x)?;
+            if x.len() != 32 {
+                return Err("Ed25519 key has the wrong length");
+            }
+            let parsed =
+                ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| "invalid Ed25519 key")?;
+            candidates(Family::Ed25519)
+                .into_iter()
+                .map(|a| (a, Verifier::Public(parsed.clone())))
+                .collect()
+        }
+        AlgorithmParameters::OctetKey(_) => {
+            return Err("symmetric keys are never taken from a JWK set");
+        }
+        _ => return Err("unsupported key type"),
+    };
+    if verifiers.is_empty() {
+        return Err("no allowed algorithm fits this key");
+    }
+    Ok(Key {
+        kid: common.key_id.as_deref().map(Box::from),
+        verifiers,
+    })
+}
+
+fn jwk_alg(a: &KeyAlgorithm) -> Option<Algorithm> {
+    Algorithm::from_name(&a.to_string()).filter(|a| !a.is_symmetric())
+}
+
+fn rsa_params(alg: Algorithm) -> &'static signature::RsaParameters {
+    match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        _ => &signature::RSA_PSS_2048_8192_SHA512,
+    }
+}
+
+fn b64(s: &str) -> Result<Vec<u8>, &'static str> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| "JWK parameter is not base64url")
+}
+
+fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
+    let zeros = v.iter().take_while(|b| **b == 0).count();
+    v.drain(..zeros);
+    v
+}

@@ -1,0 +1,277 @@
+//! Local validation of a compact JWS access token: limits, header, key
+//! match, signature, claims. Synchronous and free of I/O; the key set is
+//! handed in by the caller.
+
+pub(crate) mod claims;
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::alg::Algorithm;
+use crate::clock::unix_seconds;
+use crate::config::{Config, TokenTypePolicy};
+use crate::error::TokenError;
+use crate::jwks::{KeySet, Lookup, verify};
+use claims::{ClaimRules, Principal};
+
+/// Why local validation stopped.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The token is refused.
+    Token(TokenError),
+    /// The token names a `kid` the key set does not hold: a refetch may
+    /// help.
+    UnknownKey,
+    /// No key set has been loaded yet.
+    NoKeys,
+}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Self {
+        Self::Token(e)
+    }
+}
+
+/// The protected header, as far as validation reads it. Unknown members
+/// are ignored unless listed in `crit`; duplicate members are an error.
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+    #[serde(default)]
+    b64: Option<bool>,
+    #[serde(default)]
+    jwk: Option<IgnoredAny>,
+    #[serde(default)]
+    jku: Option<IgnoredAny>,
+    #[serde(default)]
+    x5u: Option<IgnoredAny>,
+}
+
+/// Validates `token` against `keys` under `cfg`.
+pub(crate) fn validate(
+    cfg: &Config,
+    keys: Option<&KeySet>,
+    token: &str,
+) -> Result<Principal, Failure> {
+    let limits = &cfg.limits;
+    if token.len() > limits.max_token_bytes {
+        return Err(TokenError::TooLarge.into());
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(if token.split('.').count() == 5 {
+            TokenError::Encrypted
+        } else {
+            TokenError::Malformed
+        }
+        .into());
+    };
+
+    let header_json = b64_decode(h64)?;
+    check_depth(&header_json, limits.max_json_depth)?;
+    let header: Header<'_> =
+        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+    let alg = Algorithm::from_name(&header.alg)
+        .filter(|a| cfg.algorithms.contains(a))
+        .ok_or(TokenError::AlgorithmNotAllowed)?;
+    for (present, name) in [
+        (header.jwk.is_some(), "jwk"),
+        (header.jku.is_some(), "jku"),
+        (header.x5u.is_some(), "x5u"),
+    ] {
+        if present {
+            return Err(TokenError::UntrustedKeySource(name).into());
+        }
+    }
+    // No JWS extension is understood, so any `crit` must be refused
+    // (RFC 7515 §4.1.11); an unencoded payload (RFC 7797) likewise.
+    if header.crit.is_some() || header.b64 == Some(false) {
+        return Err(TokenError::UnsupportedExtension.into());
+    }
+    check_type(header.typ.as_deref(), cfg.typ)?;
+    let kid = header.kid.as_deref();
+    if kid.is_some_and(|k| k.len() > limits.max_kid_bytes) {
+        return Err(TokenError::LimitExceeded("kid length").into());
+    }
+
+    let keys = keys.ok_or(Failure::NoKeys)?;
+    let key = match keys.find(kid, alg) {
+        Lookup::Found(key) => key,
+        Lookup::Mismatch => return Err(TokenError::KeyAlgorithmMismatch.into()),
+        Lookup::Unknown => return Err(Failure::UnknownKey),
+    };
+    let signature = b64_decode(s64)?;
+    let signing_input = &token[..h64.len() + 1 + p64.len()];
+    if !verify(key, alg, signing_input.as_bytes(), &signature) {
+        return Err(TokenError::BadSignature.into());
+    }
+
+    let payload = b64_decode(p64)?;
+    check_depth(&payload, limits.max_json_depth)?;
+    let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
+    let rules = ClaimRules {
+        scope_claims: &cfg.scope_claims,
+        required: &cfg.required_claims,
+        max_audiences: limits.max_audiences,
+        max_scopes: limits.max_scopes,
+    };
+    let principal = claims::parse(payload, &rules, alg, key.kid())?;
+    check_claims(cfg, principal.claims())?;
+    Ok(principal)
+}
+
+/// `exp`, `nbf`, `iss` and `aud` against the configuration and the clock.
+pub(crate) fn check_claims(cfg: &Config, c: &claims::Claims) -> Result<(), TokenError> {
+    let now = unix_seconds(cfg.clock.now());
+    check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;
+    if let Some(issuer) = &cfg.issuer {
+        if c.iss.as_deref() != Some(&**issuer) {
+            return Err(TokenError::WrongIssuer);
+        }
+    }
+    if let Some(audiences) = &cfg.audiences {
+        if !c
+            .aud
+            .iter()
+            .any(|a| audiences.iter().any(|want| **want == **a))
+        {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    Ok(())
+}
+
+/// RFC 7519 §4.1.4–4.1.5 with leeway: valid while `nbf - leeway <= now < exp + leeway`.
+pub(crate) fn check_times(
+    now: i64,
+    leeway: i64,
+    exp: i64,
+    nbf: Option<i64>,
+) -> Result<(), TokenError> {
+    if now >= exp.saturating_add(leeway) {
+        return Err(TokenError::Expired);
+    }
+    if nbf.is_some_and(|nbf| now < nbf.saturating_sub(leeway)) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// `typ` is a media type: compared case-insensitively, with the
+/// `application/` prefix optional (RFC 7515 §4.1.9).
+fn check_type(typ: Option<&str>, policy: TokenTypePolicy) -> Result<(), TokenError> {
+    let short = typ.map(|t| {
+        if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") {
+            &t[12..]
+        } else {
+            t
+        }
+    });
+    let ok = match (short, policy) {
+        (Some(t), _) if t.eq_ignore_ascii_case("at+jwt") => true,
+        (None, TokenTypePolicy::AccessTokenOrJwt) => true,
+        (Some(t), TokenTypePolicy::AccessTokenOrJwt) => t.eq_ignore_ascii_case("jwt"),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::WrongType)
+    }
+}
+
+/// Strict base64url without padding (RFC 7515 §2); `=` and non-canonical
+/// trailing bits are refused.
+fn b64_decode(s: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| TokenError::Malformed)
+}
+
+/// Refuses JSON nested deeper than `max` before a parser sees it.
+fn check_depth(json: &[u8], max: usize) -> Result<(), TokenError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return Err(TokenError::LimitExceeded("JSON nesting depth"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_brackets_outside_strings_only() {
+        assert!(check_depth(br#"{"a":[[1]]}"#, 3).is_ok());
+        assert!(check_depth(br#"{"a":[[[1]]]}"#, 3).is_err());
+        assert!(check_depth(br#"{"a":"[[[[\"[[[["}"#, 1).is_ok());
+    }
+
+    #[test]
+    fn type_policy() {
+        use TokenTypePolicy::*;
+        for t in [
+            None,
+            Some("JWT"),
+            Some("jwt"),
+            Some("at+jwt"),
+            Some("application/at+JWT"),
+        ] {
+            assert!(check_type(t, AccessTokenOrJwt).is_ok(), "{t:?}");
+        }
+        for t in [
+            Some("dpop+jwt"),
+            Some("application/jwt+x"),
+            Some(""),
+            Some("id_token+jwt"),
+        ] {
+            assert!(check_type(t, AccessTokenOrJwt).is_err(), "{t:?}");
+        }
+        assert!(check_type(Some("at+jwt"), Rfc9068).is_ok());
+        assert!(check_type(None, Rfc9068).is_err());
+        assert!(check_type(Some("JWT"), Rfc9068).is_err());
+    }
+
+    #[test]
+    fn times_honour_leeway_on_both_sides() {
+        assert!(check_times(1000, 60, 1059, None).is_ok());
+        assert_eq!(check_times(1000, 60, 940, None), Err(TokenError::Expired));
+        assert!(check_times(1000, 0, 1001, Some(1000)).is_ok());
+        assert_eq!(
+            check_times(1000, 60, 2000, Some(1061)),
+            Err(TokenError::NotYetValid)
+        );
+        assert!(check_times(i64::MAX, 60, i64::MAX, Some(i64::MIN)).is_err());
+    }
+}

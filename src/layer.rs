@@ -1,0 +1,249 @@
+//! The tower [`Layer`], its [`Service`], and the named response future and
+//! body they return.
+//!
+//! A request whose token verifies with a key already in memory is
+//! authenticated synchronously inside `call`; only a request that needs a
+//! key fetch waits, in a boxed future that exists for that case alone.
+
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::auth::{BearerAuth, Quick, Shared};
+use crate::error::AuthError;
+use crate::jwt::claims::Principal;
+use crate::token;
+
+impl<S> Layer<S> for BearerAuth {
+    type Service = Bearer<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bearer {
+            inner,
+            auth: self.clone(),
+        }
+    }
+}
+
+/// The service made by the [`BearerAuth`] layer: authenticates each
+/// request, puts the [`Principal`] into its extensions, and answers
+/// failures itself (RFC 6750).
+#[derive(Clone, Debug)]
+pub struct Bearer<S> {
+    inner: S,
+    auth: BearerAuth,
+}
+
+type Validation = Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Bearer<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.auth.shared;
+        let token = match token::extract(req.headers(), shared.config.cookie.as_deref()) {
+            Ok(Some(token)) => token,
+            Ok(None) if self.auth.optional => return ResponseFuture::inner(self.inner.call(req)),
+            Ok(None) => return ResponseFuture::refused(shared, &AuthError::MissingToken),
+            Err(e) => return ResponseFuture::refused(shared, &e),
+        };
+        match shared.validate_now(token) {
+            Quick::Done(Ok(principal)) => {
+                req.extensions_mut().insert(principal);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e),
+            Quick::NeedKeys(_) => {
+                let token = token.to_owned();
+                let task = shared.clone();
+                let check: Validation = Box::pin(async move { task.validate(&token).await });
+                // Keep the instance that poll_ready drove to readiness.
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Validating {
+                        check,
+                        pending: Some((inner, req)),
+                        shared: shared.clone(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Bearer`] and
+    /// [`RequireScopes`](crate::RequireScopes).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Inner { #[pin] fut: S::Future },
+        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared> },
+        Refused { response: Option<Response<Bytes>> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn inner(fut: S::Future) -> Self {
+        Self {
+            state: State::Inner { fut },
+        }
+    }
+
+    pub(crate) fn refused(shared: &Shared, err: &AuthError) -> Self {
+        Self::refused_with(shared.config.error_response(err))
+    }
+
+    pub(crate) fn refused_with(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Refused {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    #[allow(clippy::expect_used)] // only reachable by polling after completion
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().state.project() {
+                StateProj::Inner { fut } => {
+                    return fut.poll(cx).map_ok(|res| res.map(ResponseBody::inner));
+                }
+                StateProj::Refused { response } => {
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::error)));
+                }
+                StateProj::Validating {
+                    check,
+                    pending,
+                    shared,
+                } => {
+                    let outcome = ready!(check.as_mut().poll(cx));
+                    let (mut inner, mut req) = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    match outcome {
+                        Ok(principal) => {
+                            req.extensions_mut().insert(principal);
+                            State::Inner {
+                                fut: inner.call(req),
+                            }
+                        }
+                        Err(e) => State::Refused {
+                            response: Some(shared.config.error_response(&e)),
+                        },
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
+    }
+}
+
+pin_project! {
+    /// The response body: the inner service's, or the JSON of an error
+    /// answered by this crate.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner { #[pin] body: B },
+        Refusal { data: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(body: B) -> Self {
+        Self {
+            kind: BodyKind::Inner { body },
+        }
+    }
+
+    fn error(data: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Refusal { data: Some(data) },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { body } => body.poll_frame(cx),
+            BodyProj::Refusal { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Refusal { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Refusal { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Validate OAuth 2.0 bearer access tokens locally, in a tower layer.
+//!
+//! `tower-bearer` checks a self-contained JWT access token on every request
+//! without asking the authorization server: the signature against the
+//! issuer's published keys (fetched once, kept in memory), then `iss`,
+//! `aud`, `exp`, `nbf`, `typ`, and the scopes a route needs. Failures are
+//! answered as RFC 6750 says. A verified request carries a [`Principal`] in
+//! its extensions.
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//! use tower_bearer::{BearerAuth, Principal};
+//!
+//! let auth = BearerAuth::builder()
+//!     .issuer("https://login.example.com/realms/acme")
+//!     .audience("orders-api")
+//!     .build()?;
+//!
+//! let app = Router::new()
+//!     .route("/orders", get(|p: Principal| async move { format!("hello {:?}", p.subject()) }))
+//!     .route_layer(auth.require_all(["orders:read"]))
+//!     .layer(auth);
+//! # let _: Router = app;
+//! # Ok(()) }
+//! ```
+//!
+//! The price of validating locally is the *revocation window*: a token
+//! whose grant was revoked stays valid until its `exp`. Keep access tokens
+//! short-lived.
+//!
+//! # Features
+//! - `axum`: extractors for [`Principal`] and typed claims
+//!   ([`Claims`](crate::axum::Claims)), and `IntoResponse` for [`AuthError`].
+//! - `testing`: [`testing::TestIssuer`], a loopback authorization server
+//!   that mints tokens, for your own tests.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod alg;
+mod auth;
+mod clock;
+mod config;
+mod error;
+mod jwks;
+mod jwt;
+mod layer;
+mod policy;
+mod token;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use alg::{Algorithm, UnknownAlgorithm};
+pub use auth::BearerAuth;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    Builder, ConfigError, DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_REFETCH_COOLDOWN,
+    ErrorResponder, Limits, TokenTypePolicy,
+};
+pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
+pub use jwks::{FetchError, JwksError, KeySet, SkippedKey};
+pub use jwt::claims::{Claims, Principal, Scopes};
+pub use layer::{Bearer, ResponseBody, ResponseFuture};
+pub use policy::{RequireScopes, RequireScopesService, ScopePolicy};

@@ -1,0 +1,145 @@
+//! Scope requirements per route: a [`ScopePolicy`] and the
+//! [`RequireScopes`] layer that enforces it after [`BearerAuth`].
+//!
+//! [`BearerAuth`]: crate::BearerAuth
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::auth::Shared;
+use crate::error::{AuthError, ScopeRequirement};
+use crate::jwt::claims::Principal;
+use crate::layer::{ResponseBody, ResponseFuture};
+
+/// Scopes a route requires: all of a list, or any one of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopePolicy(ScopeRequirement);
+
+impl ScopePolicy {
+    /// Every one of `scopes` is required.
+    pub fn all<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, false)
+    }
+
+    /// At least one of `scopes` is required.
+    pub fn any<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, true)
+    }
+
+    fn new<I, S>(scopes: I, any_of: bool) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<Box<str>> = scopes
+            .into_iter()
+            .map(|s| s.into().into_boxed_str())
+            .collect();
+        Self(ScopeRequirement {
+            scopes: scopes.into(),
+            any_of,
+        })
+    }
+
+    /// Checks a principal (or its absence) against the policy.
+    pub fn check(&self, principal: Option<&Principal>) -> Result<(), AuthError> {
+        let principal = principal.ok_or(AuthError::MissingToken)?;
+        let scopes = principal.scopes();
+        let ok = if self.0.any_of {
+            self.0.scopes.iter().any(|s| scopes.contains(s))
+        } else {
+            self.0.scopes.iter().all(|s| scopes.contains(s))
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope(self.0.clone()))
+        }
+    }
+}
+
+/// A layer that refuses requests whose [`Principal`] lacks the scopes of a
+/// [`ScopePolicy`]: 403 `insufficient_scope`, or 401 when the request was
+/// not authenticated at all. Put it behind [`BearerAuth`](crate::BearerAuth),
+/// e.g. with axum's `route_layer`; build it with
+/// [`BearerAuth::require_all`](crate::BearerAuth::require_all) /
+/// [`require_any`](crate::BearerAuth::require_any), or with
+/// [`RequireScopes::new`] for default error responses.
+#[derive(Clone)]
+pub struct RequireScopes {
+    policy: Arc<ScopePolicy>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for RequireScopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequireScopes").field(&self.policy).finish()
+    }
+}
+
+impl RequireScopes {
+    pub(crate) fn new(policy: ScopePolicy, shared: Option<Arc<Shared>>) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            shared,
+        }
+    }
+
+    /// A layer enforcing `policy`, answering errors with default responses.
+    pub fn policy(policy: ScopePolicy) -> Self {
+        Self::new(policy, None)
+    }
+}
+
+impl<S> Layer<S> for RequireScopes {
+    type Service = RequireScopesService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireScopesService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequireScopes`].
+#[derive(Clone, Debug)]
+pub struct RequireScopesService<S> {
+    inner: S,
+    layer: RequireScopes,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopesService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match self.layer.policy.check(req.extensions().get::<Principal>()) {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => match &self.layer.shared {
+                Some(shared) => ResponseFuture::refused(shared, &e),
+                None => ResponseFuture::refused_with(e.to_response(None)),
+            },
+        }
+    }
+}

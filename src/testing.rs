@@ -1,0 +1,533 @@
+//! [`TestIssuer`]: a loopback authorization server for tests.
+//!
+//! It serves OpenID discovery and a JWKS on `127.0.0.1`, holds RSA, EC and
+//! Ed25519 signing keys, mints tokens with any claims, and rotates keys on
+//! demand. Use it to test your own handlers end to end:
+//!
+//! ```no_run
+//! # async fn t() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_bearer::{BearerAuth, testing::TestIssuer};
+//!
+//! let idp = TestIssuer::start().await?;
+//! let auth = BearerAuth::builder().issuer(idp.issuer()).audience(idp.audience()).build()?;
+//! let token = idp.token().scope("read").sign();
+//! let principal = auth.validate(&token).await?;
+//! assert!(principal.has_scope("read"));
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::alg::{Algorithm, Family};
+use crate::clock::{Clock, SystemClock, unix_seconds};
+
+/// A loopback OpenID provider for tests. Dropping it stops the server.
+pub struct TestIssuer {
+    state: Arc<State>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TestIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestIssuer")
+            .field("issuer", &self.state.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    issuer: String,
+    audience: String,
+    clock: Arc<dyn Clock>,
+    keys: Mutex<Keys>,
+    jwks_fetches: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Keys {
+    all: Vec<SigningKey>,
+    /// Index into `all` of the key new tokens are signed with.
+    current: usize,
+}
+
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    pair: Pair,
+    published: bool,
+}
+
+enum Pair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+/// Could not start a [`TestIssuer`].
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot start the test issuer: {}", self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Options for [`TestIssuer::builder`].
+pub struct TestIssuerBuilder {
+    audience: String,
+    alg: Algorithm,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for TestIssuerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestIssuerBuilder")
+            .field("audience", &self.audience)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestIssuerBuilder {
+    /// The `aud` of minted tokens. Default: `test-api`.
+    pub fn audience(mut self, aud: impl Into<String>) -> Self {
+        self.audience = aud.into();
+        self
+    }
+
+    /// The algorithm of the first signing key. Default: RS256.
+    pub fn algorithm(mut self, alg: Algorithm) -> Self {
+        self.alg = alg;
+        self
+    }
+
+    /// The clock for `iat`/`exp` of minted tokens. Default: system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start(self) -> Result<TestIssuer, StartError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?;
+        let state = Arc::new(State {
+            issuer: format!("http://{addr}"),
+            audience: self.audience,
+            clock: self.clock,
+            keys: Mutex::new(Keys::default()),
+            jwks_fetches: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        });
+        state.add_key(self.alg, true).map_err(StartError)?;
+        let server = tokio::spawn(serve(listener, state.clone()));
+        Ok(TestIssuer {
+            state,
+            addr,
+            server,
+        })
+    }
+}
+
+impl TestIssuer {
+    /// Starts an issuer with one RS256 key and audience `test-api`.
+    pub async fn start() -> Result<Self, StartError> {
+        Self::builder().start().await
+    }
+
+    /// Options: audience, first algorithm, clock.
+    pub fn builder() -> TestIssuerBuilder {
+        TestIssuerBuilder {
+            audience: "test-api".into(),
+            alg: Algorithm::RS256,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The issuer identifier, e.g. `http://127.0.0.1:41234`.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The audience minted tokens carry.
+    pub fn audience(&self) -> &str {
+        &self.state.audience
+    }
+
+    /// The JWKS URL.
+    pub fn jwks_uri(&self) -> String {
+        format!("http://{}/jwks", self.addr)
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// The JWKS document currently served.
+    pub fn jwks_json(&self) -> String {
+        self.state.jwks().to_string()
+    }
+
+    /// The public JWK of key `kid`, as published (also if unpublished).
+    pub fn public_jwk(&self, kid: &str) -> Option<Value> {
+        self.state
+            .keys()
+            .all
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(public_jwk)
+    }
+
+    /// The DER SubjectPublicKeyInfo of key `kid`.
+    pub fn public_key_der(&self, kid: &str) -> Option<Vec<u8>> {
+        use aws_lc_rs::encoding::AsDer;
+        let keys = self.state.keys();
+        let key = keys.all.iter().find(|k| k.kid == kid)?;
+        match &key.pair {
+            Pair::Rsa(k) => k.public_key().as_der().ok().map(|d| d.as_ref().to_vec()),
+            Pair::Ec(k) => k.public_key().as_der().ok().map(|d| d.as_ref().to_vec()),
+            Pair::Ed(k) => k.public_key().as_der().ok().map(|d| d.as_ref().to_vec()),
+        }
+    }
+
+    /// The `kid` new tokens are signed with.
+    pub fn current_kid(&self) -> String {
+        let keys = self.state.keys();
+        keys.all[keys.current].kid.clone()
+    }
+
+    /// Adds and publishes a key for `alg` without signing with it yet;
+    /// returns its `kid`.
+    pub fn add_key(&self, alg: Algorithm) -> String {
+        self.state.add_key(alg, false).unwrap_or_default()
+    }
+
+    /// Adds and publishes a key for `alg` and signs new tokens with it
+    /// from now on; the old keys stay published. Returns the new `kid`.
+    pub fn rotate(&self, alg: Algorithm) -> String {
+        self.state.add_key(alg, true).unwrap_or_default()
+    }
+
+    /// Stops publishing key `kid` (it can still sign, to test removal).
+    pub fn unpublish(&self, kid: &str) {
+        let mut keys = self.state.keys();
+        for k in keys.all.iter_mut().filter(|k| k.kid == kid) {
+            k.published = false;
+        }
+    }
+
+    /// Starts a token with the default claims: `iss`, `aud`, `sub`
+    /// (`test-user`), `client_id` (`test-client`), `iat`, `exp` (in 5
+    /// minutes) and a fresh `jti`, signed with the current key.
+    pub fn token(&self) -> TokenBuilder<'_> {
+        let now = unix_seconds(self.state.clock.now());
+        let id = self.state.next_id.fetch_add(1, Ordering::SeqCst);
+        let claims = json!({
+            "iss": self.state.issuer,
+            "aud": self.state.audience,
+            "sub": "test-user",
+            "client_id": "test-client",
+            "iat": now,
+            "exp": now + 300,
+            "jti": format!("jti-{id}"),
+        });
+        let (kid, alg) = {
+            let keys = self.state.keys();
+            let k = &keys.all[keys.current];
+            (k.kid.clone(), k.alg)
+        };
+        let header = json!({ "alg": alg.as_str(), "kid": kid, "typ": "at+jwt" });
+        TokenBuilder {
+            issuer: self,
+            header: as_object(header),
+            claims: as_object(claims),
+            kid,
+        }
+    }
+
+    /// Signs `header.claims` with key `kid`, exactly as given: for tokens
+    /// no well-behaved issuer would mint. The signature uses the header's
+    /// `alg` when it fits the key's type, else the key's own algorithm.
+    pub fn sign_raw(&self, header: &Value, claims: &Value, kid: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let keys = self.state.keys();
+        let Some(key) = keys.all.iter().find(|k| k.kid == kid) else {
+            return format!("{input}.");
+        };
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(Algorithm::from_name)
+            .filter(|a| a.family() == key.alg.family())
+            .unwrap_or(key.alg);
+        let sig = sign(&key.pair, alg, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A token being minted by [`TestIssuer::token`].
+#[derive(Debug)]
+pub struct TokenBuilder<'a> {
+    issuer: &'a TestIssuer,
+    header: Map<String, Value>,
+    claims: Map<String, Value>,
+    kid: String,
+}
+
+impl TokenBuilder<'_> {
+    /// Sets `scope` (space-separated).
+    pub fn scope(self, scope: &str) -> Self {
+        self.claim("scope", scope)
+    }
+
+    /// Sets any claim.
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Removes a claim.
+    pub fn without(mut self, name: &str) -> Self {
+        self.claims.remove(name);
+        self
+    }
+
+    /// Sets any header parameter.
+    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.header.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets `exp` to `secs` seconds from now (negative: in the past).
+    pub fn expires_in(self, secs: i64) -> Self {
+        let now = unix_seconds(self.issuer.state.clock.now());
+        self.claim("exp", now + secs)
+    }
+
+    /// Signs with key `kid` (and its algorithm) instead of the current key.
+    pub fn signed_by(mut self, kid: &str) -> Self {
+        let alg = self
+            .issuer
+            .state
+            .keys()
+            .all
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.alg);
+        if let Some(alg) = alg {
+            self.header.insert("alg".into(), alg.as_str().into());
+        }
+        self.header.insert("kid".into(), kid.into());
+        self.kid = kid.to_owned();
+        self
+    }
+
+    /// The compact JWS.
+    pub fn sign(self) -> String {
+        self.issuer.sign_raw(
+            &Value::Object(self.header),
+            &Value::Object(self.claims),
+            &self.kid,
+        )
+    }
+}
+
+impl State {
+    fn keys(&self) -> MutexGuard<'_, Keys> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add_key(&self, alg: Algorithm, make_current: bool) -> Result<String, String> {
+        let pair = match alg.family() {
+            Family::Rsa => {
+                Pair::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| e.to_string())?)
+            }
+            Family::P256 => Pair::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|e| e.to_string())?,
+            ),
+            Family::P384 => Pair::Ec(
+                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+                    .map_err(|e| e.to_string())?,
+            ),
+            Family::Ed25519 => Pair::Ed(Ed25519KeyPair::generate().map_err(|e| e.to_string())?),
+            Family::Hmac => return Err("the test issuer signs with asymmetric keys only".into()),
+        };
+        let mut keys = self.keys();
+        let kid = format!("key-{}", keys.all.len() + 1);
+        keys.all.push(SigningKey {
+            kid: kid.clone(),
+            alg,
+            pair,
+            published: true,
+        });
+        if make_current {
+            keys.current = keys.all.len() - 1;
+        }
+        Ok(kid)
+    }
+
+    fn jwks(&self) -> Value {
+        let keys = self.keys();
+        let list: Vec<Value> = keys
+            .all
+            .iter()
+            .filter(|k| k.published)
+            .map(public_jwk)
+            .collect();
+        json!({ "keys": list })
+    }
+}
+
+fn as_object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn public_jwk(k: &SigningKey) -> Value {
+    let mut jwk = match &k.pair {
+        Pair::Rsa(pair) => {
+            let public = pair.public_key();
+            json!({
+                "kty": "RSA",
+                "n": b64(public.modulus().big_endian_without_leading_zero()),
+                "e": b64(public.exponent().big_endian_without_leading_zero()),
+            })
+        }
+        Pair::Ec(pair) => {
+            let point = pair.public_key().as_ref();
+            let len = (point.len() - 1) / 2;
+            let crv = if len == 32 { "P-256" } else { "P-384" };
+            json!({
+                "kty": "EC",
+                "crv": crv,
+                "x": b64(&point[1..1 + len]),
+                "y": b64(&point[1 + len..]),
+            })
+        }
+        Pair::Ed(pair) => {
+            json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) })
+        }
+    };
+    if let Value::Object(m) = &mut jwk {
+        m.insert("kid".into(), k.kid.clone().into());
+        m.insert("use".into(), "sig".into());
+        m.insert("alg".into(), k.alg.as_str().into());
+    }
+    jwk
+}
+
+fn sign(pair: &Pair, alg: Algorithm, msg: &[u8]) -> Vec<u8> {
+    let rng = SystemRandom::new();
+    match pair {
+        Pair::Rsa(k) => {
+            let padding: &'static dyn signature::RsaEncoding = match alg {
+                Algorithm::RS384 => &signature::RSA_PKCS1_SHA384,
+                Algorithm::RS512 => &signature::RSA_PKCS1_SHA512,
+                Algorithm::PS256 => &signature::RSA_PSS_SHA256,
+                Algorithm::PS384 => &signature::RSA_PSS_SHA384,
+                Algorithm::PS512 => &signature::RSA_PSS_SHA512,
+                _ => &signature::RSA_PKCS1_SHA256,
+            };
+            let mut sig = vec![0; k.public_modulus_len()];
+            match k.sign(padding, &rng, msg, &mut sig) {
+                Ok(()) => sig,
+                Err(_) => Vec::new(),
+            }
+        }
+        Pair::Ec(k) => k
+            .sign(&rng, msg)
+            .map(|s| s.as_ref().to_vec())
+            .unwrap_or_default(),
+        Pair::Ed(k) => k.sign(msg).as_ref().to_vec(),
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn route(state: &State, req: &Request<Incoming>) -> Response<http_body_util::Full<Bytes>> {
+    let body = match req.uri().path() {
+        "/.well-known/openid-configuration" => json!({
+            "issuer": state.issuer,
+            "jwks_uri": format!("{}/jwks", state.issuer),
+            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
+        }),
+        "/jwks" => {
+            state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            state.jwks()
+        }
+        _ => {
+            let mut res = Response::new(http_body_util::Full::new(Bytes::new()));
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            return res;
+        }
+    };
+    let mut res = Response::new(http_body_util::Full::new(Bytes::from(body.to_string())));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
