@@ -1,1 +1,102 @@
-fn main() {}
+//! The reference deployment: a small document API protected by
+//! tower-bearer, configured only by environment variables.
+//!
+//! ```text
+//! ISSUER=https://idp.example/realms/acme AUDIENCE=documents-api \
+//!     cargo run --example resource_server --features axum
+//! ```
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `ISSUER` | required; keys are found by discovery unless `JWKS_URI` is set |
+//! | `AUDIENCE` | required |
+//! | `JWKS_URI` | optional override of discovery |
+//! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
+//!
+//! Routes: `GET /healthz` (open), `GET /me` (any valid token),
+//! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
+//! `GET /admin` (scope `admin`).
+
+use std::process::ExitCode;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tower_bearer::{BearerAuth, Principal};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resource_server: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let issuer = var("ISSUER").ok_or("ISSUER is required")?;
+    let audience = var("AUDIENCE").ok_or("AUDIENCE is required")?;
+    let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
+    if var("INTROSPECTION_URI").is_some() {
+        eprintln!(
+            "resource_server: INTROSPECTION_URI is set, but introspection is not supported yet; opaque tokens will be refused"
+        );
+    }
+
+    let mut builder = BearerAuth::builder().issuer(issuer).audience(audience);
+    if let Some(jwks) = var("JWKS_URI") {
+        builder = builder.jwks_uri(jwks);
+    }
+    let auth = builder.build().map_err(|e| e.to_string())?;
+
+    let app = Router::new()
+        .route("/me", get(me))
+        .route(
+            "/documents",
+            get(list_documents).route_layer(auth.require_all(["read"])),
+        )
+        .route(
+            "/documents",
+            post(create_document).route_layer(auth.require_all(["write"])),
+        )
+        .route(
+            "/admin",
+            get(admin).route_layer(auth.require_all(["admin"])),
+        )
+        .layer(auth)
+        .route("/healthz", get(|| async { "ok" }));
+
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}");
+    axum::serve(listener, app).await.map_err(|e| e.to_string())
+}
+
+async fn me(p: Principal) -> Json<Value> {
+    Json(json!({
+        "sub": p.subject(),
+        "client_id": p.client_id(),
+        "scopes": p.scopes().iter().collect::<Vec<_>>(),
+    }))
+}
+
+async fn list_documents(p: Principal) -> Json<Value> {
+    Json(json!({ "owner": p.subject(), "documents": [] }))
+}
+
+async fn create_document() -> (StatusCode, Json<Value>) {
+    (StatusCode::CREATED, Json(json!({ "id": 1 })))
+}
+
+async fn admin() -> Json<Value> {
+    Json(json!({ "admin": true }))
+}

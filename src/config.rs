@@ -22,8 +22,10 @@ pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Size and shape limits, checked before (or while) anything is parsed.
+///
+/// Change one with struct update syntax:
+/// `Limits { max_token_bytes: 8 * 1024, ..Limits::default() }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Longest accepted token, in bytes: 16 KiB. Checked before decoding.
     pub max_token_bytes: usize,

@@ -276,10 +276,16 @@ impl TestIssuer {
     /// no well-behaved issuer would mint. The signature uses the header's
     /// `alg` when it fits the key's type, else the key's own algorithm.
     pub fn sign_raw(&self, header: &Value, claims: &Value, kid: &str) -> String {
+        self.sign_raw_bytes(header, claims.to_string().as_bytes(), kid)
+    }
+
+    /// Like [`sign_raw`](Self::sign_raw), with the payload given as exact
+    /// bytes (for payloads no JSON serialiser would produce).
+    pub fn sign_raw_bytes(&self, header: &Value, payload: &[u8], kid: &str) -> String {
         let input = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
+            URL_SAFE_NO_PAD.encode(payload)
         );
         let keys = self.state.keys();
         let Some(key) = keys.all.iter().find(|k| k.kid == kid) else {

@@ -114,12 +114,12 @@ pub(crate) fn validate(
         Lookup::Unknown => return Err(Failure::UnknownKey),
     };
     let signature = b64_decode(s64)?;
+    let payload = b64_decode(p64)?;
     let signing_input = &token[..h64.len() + 1 + p64.len()];
     if !verify(key, alg, signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature.into());
     }
 
-    let payload = b64_decode(p64)?;
     check_depth(&payload, limits.max_json_depth)?;
     let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
     let rules = ClaimRules {

@@ -1,0 +1,73 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use tower_bearer::testing::TestIssuer;
+use tower_bearer::{Algorithm, AuthError, BearerAuth, TokenError};
+
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// `header.claims.signature` from JSON values and raw signature bytes.
+pub fn assemble(header: &Value, claims: &Value, sig: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        b64(header.to_string()),
+        b64(claims.to_string()),
+        b64(sig)
+    )
+}
+
+/// The decoded claims of a compact JWS.
+pub fn claims_of(token: &str) -> Value {
+    serde_json::from_slice(&unb64(token.split('.').nth(1).unwrap())).unwrap()
+}
+
+/// An issuer with one key per asymmetric algorithm family, and a validator
+/// for it that found its keys by discovery.
+pub struct Setup {
+    pub idp: TestIssuer,
+    pub auth: BearerAuth,
+    /// `kid` per algorithm.
+    pub kids: Vec<(Algorithm, String)>,
+}
+
+impl Setup {
+    pub async fn new() -> Self {
+        let idp = TestIssuer::start().await.unwrap();
+        let mut kids = vec![(Algorithm::RS256, idp.current_kid())];
+        for alg in [
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::EdDSA,
+        ] {
+            kids.push((alg, idp.add_key(alg)));
+        }
+        let auth = BearerAuth::builder()
+            .issuer(idp.issuer())
+            .audience(idp.audience())
+            .build()
+            .unwrap();
+        Self { idp, auth, kids }
+    }
+
+    pub fn kid(&self, alg: Algorithm) -> &str {
+        &self.kids.iter().find(|(a, _)| *a == alg).unwrap().1
+    }
+
+    /// Validates and expects an `invalid_token` refusal; returns why.
+    pub async fn refused(&self, token: &str) -> TokenError {
+        match self.auth.validate(token).await {
+            Err(AuthError::InvalidToken(e)) => e,
+            other => panic!("expected invalid_token, got {other:?}"),
+        }
+    }
+}
