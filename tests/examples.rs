@@ -1,0 +1,200 @@
+//! The examples as their users run them: real processes, real loopback
+//! HTTP. `cargo test` builds the examples before running this file.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tower_bearer::testing::TestIssuer;
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test]
+async fn quickstart_exits_zero() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(example("quickstart"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("quickstart finished in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("every step behaved as expected"));
+    assert!(!stdout.contains("UNEXPECTED"));
+}
+
+struct Server {
+    _child: Child,
+    base: String,
+}
+
+async fn resource_server(env: &[(&str, &str)]) -> Server {
+    let mut cmd = Command::new(example("resource_server"));
+    cmd.env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the server announced itself in time")
+        .unwrap()
+        .expect("a line on stdout");
+    let base = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server {
+        _child: child,
+        base,
+    }
+}
+
+#[tokio::test]
+async fn resource_server_serves_its_contract_over_loopback() {
+    let idp = TestIssuer::builder()
+        .audience("documents-api")
+        .start()
+        .await
+        .unwrap();
+    let server = resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", server.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+
+    let res = get("/healthz", None).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let res = get("/me", None).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+
+    let token = idp
+        .token()
+        .scope("read profile")
+        .claim("sub", "alice")
+        .sign();
+    let res = get("/me", Some(&token)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(
+        me,
+        serde_json::json!({ "sub": "alice", "client_id": "test-client", "scopes": ["read", "profile"] })
+    );
+
+    assert_eq!(get("/documents", Some(&token)).await.unwrap().status(), 200);
+    let res = get("/admin", Some(&token)).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("scope=\"admin\"")
+    );
+    let admin = idp.token().scope("admin").sign();
+    assert_eq!(get("/admin", Some(&admin)).await.unwrap().status(), 200);
+    assert_eq!(get("/documents", Some(&admin)).await.unwrap().status(), 403);
+
+    let post = |token: &str| {
+        client
+            .post(format!("{}/documents", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(post(&token).await.unwrap().status(), 403);
+    assert_eq!(
+        post(&idp.token().scope("write").sign())
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+
+    let expired = idp.token().scope("read").expires_in(-3600).sign();
+    let res = get("/documents", Some(&expired)).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+}
+
+#[tokio::test]
+async fn resource_server_takes_a_jwks_uri_override() {
+    let idp = TestIssuer::start().await.unwrap();
+    let jwks = idp.jwks_uri();
+    let server = resource_server(&[
+        ("ISSUER", "https://issuer.invalid"),
+        ("AUDIENCE", idp.audience()),
+        ("JWKS_URI", &jwks),
+    ])
+    .await;
+    let token = idp.token().claim("iss", "https://issuer.invalid").sign();
+    let res = reqwest::Client::new()
+        .get(format!("{}/me", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(idp.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn resource_server_refuses_to_start_without_issuer_or_audience() {
+    for env in [
+        &[("AUDIENCE", "a")][..],
+        &[("ISSUER", "https://idp.example")],
+        &[("ISSUER", "http://idp.example"), ("AUDIENCE", "a")],
+    ] {
+        let mut cmd = Command::new(example("resource_server"));
+        cmd.env_clear().kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{env:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}

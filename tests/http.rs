@@ -1,0 +1,433 @@
+//! The layer as an HTTP client sees it: RFC 6750 statuses and challenges,
+//! per-route scopes, optional authentication, and keys fetched on demand.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+use tower_bearer::testing::TestIssuer;
+use tower_bearer::{
+    Algorithm, AuthError, BearerAuth, ManualClock, Principal, RequireScopes, ScopePolicy,
+};
+
+struct Answer {
+    status: StatusCode,
+    challenge: Option<String>,
+    body: Value,
+}
+
+async fn call(app: &Router, path: &str, auth: &[&str]) -> Answer {
+    let mut req = Request::get(path);
+    for a in auth {
+        req = req.header(header::AUTHORIZATION, *a);
+    }
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Answer {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let challenge = res
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer {
+        status,
+        challenge,
+        body,
+    }
+}
+
+fn app(auth: &BearerAuth) -> Router {
+    Router::new()
+        .route(
+            "/me",
+            get(|p: Principal| async move { p.subject().unwrap_or_default().to_owned() }),
+        )
+        .route(
+            "/read",
+            get(|| async { "read" }).route_layer(auth.require_all(["read"])),
+        )
+        .route(
+            "/read-write",
+            get(|| async { "rw" }).route_layer(auth.require_all(["read", "write"])),
+        )
+        .route(
+            "/any",
+            get(|| async { "any" }).route_layer(auth.require_any(["admin", "ops"])),
+        )
+        .layer(auth.clone())
+}
+
+async fn setup() -> (TestIssuer, BearerAuth) {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .build()
+        .unwrap();
+    (idp, auth)
+}
+
+#[tokio::test]
+async fn no_credentials_get_a_bare_bearer_challenge() {
+    let (_idp, auth) = setup().await;
+    let app = app(&auth);
+    for creds in [&[][..], &["Basic dXNlcjpwYXNz"], &["Digest username=\"a\""]] {
+        let a = call(&app, "/me", creds).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(a.challenge.as_deref(), Some("Bearer"), "{creds:?}");
+        assert!(a.body.get("error").is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_realm_is_named_in_every_challenge() {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .realm("docs")
+        .build()
+        .unwrap();
+    let a = call(&app(&auth), "/me", &[]).await;
+    assert_eq!(a.challenge.as_deref(), Some("Bearer realm=\"docs\""));
+    let a = call(&app(&auth), "/me", &["Bearer x.y.z"]).await;
+    assert!(
+        a.challenge
+            .unwrap()
+            .starts_with("Bearer realm=\"docs\", error=\"invalid_token\"")
+    );
+}
+
+#[tokio::test]
+async fn invalid_tokens_get_invalid_token_without_echoing_the_token() {
+    let (idp, auth) = setup().await;
+    let app = app(&auth);
+    let expired = idp.token().expires_in(-3600).sign();
+    let a = call(&app, "/me", &[&format!("Bearer {expired}")]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        a.challenge.as_deref(),
+        Some("Bearer error=\"invalid_token\", error_description=\"the token has expired\"")
+    );
+    assert_eq!(
+        a.body,
+        json!({ "error": "invalid_token", "error_description": "the token has expired" })
+    );
+
+    let garbage = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.";
+    let a = call(&app, "/me", &[&format!("Bearer {garbage}")]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let challenge = a.challenge.unwrap();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""),
+        "{challenge}"
+    );
+    for part in garbage.split('.').filter(|p| !p.is_empty()) {
+        assert!(!challenge.contains(part) && !a.body.to_string().contains(part));
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_invalid_request() {
+    let (idp, auth) = setup().await;
+    let app = app(&auth);
+    let token = idp.token().sign();
+    for creds in [
+        vec!["Bearer".to_owned()],
+        vec!["Bearer ".to_owned()],
+        vec!["Bearer a b".to_owned()],
+        vec![format!("Bearer {token}"), format!("Bearer {token}")],
+    ] {
+        let refs: Vec<&str> = creds.iter().map(String::as_str).collect();
+        let a = call(&app, "/me", &refs).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{creds:?}");
+        let challenge = a.challenge.unwrap();
+        assert!(
+            challenge.starts_with("Bearer error=\"invalid_request\", error_description=\""),
+            "{challenge}"
+        );
+        assert_eq!(a.body["error"], "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn insufficient_scope_names_what_is_missing() {
+    let (idp, auth) = setup().await;
+    let app = app(&auth);
+    let read_only = format!("Bearer {}", idp.token().scope("read").sign());
+    assert_eq!(
+        call(&app, "/read", &[&read_only]).await.status,
+        StatusCode::OK
+    );
+
+    let a = call(&app, "/read-write", &[&read_only]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        a.challenge.as_deref(),
+        Some(
+            "Bearer error=\"insufficient_scope\", error_description=\"the token lacks a scope this request needs\", scope=\"read write\""
+        )
+    );
+    assert_eq!(a.body["scope"], "read write");
+
+    let a = call(&app, "/any", &[&read_only]).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.challenge.unwrap().ends_with("scope=\"admin ops\""));
+    let ops = format!("Bearer {}", idp.token().scope("ops").sign());
+    assert_eq!(call(&app, "/any", &[&ops]).await.status, StatusCode::OK);
+    let both = format!(
+        "Bearer {}",
+        idp.token().claim("scp", json!(["write", "read"])).sign()
+    );
+    assert_eq!(
+        call(&app, "/read-write", &[&both]).await.status,
+        StatusCode::OK
+    );
+    // Substrings never match.
+    let near = format!("Bearer {}", idp.token().scope("reader read:all").sign());
+    assert_eq!(
+        call(&app, "/read", &[&near]).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn the_principal_reaches_the_handler() {
+    let (idp, auth) = setup().await;
+    let token = format!("Bearer {}", idp.token().claim("sub", "alice").sign());
+    let a = call(&app(&auth), "/me", &[&token]).await;
+    assert_eq!(
+        (a.status, a.body),
+        (StatusCode::OK, Value::String("alice".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_ignored() {
+    let (idp, auth) = setup().await;
+    let token = idp.token().sign();
+    let a = call(&app(&auth), &format!("/me?access_token={token}"), &[]).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.challenge.as_deref(), Some("Bearer"));
+}
+
+#[tokio::test]
+async fn optional_mode_lets_anonymous_requests_through_but_not_bad_tokens() {
+    let (idp, auth) = setup().await;
+    let app = Router::new()
+        .route(
+            "/",
+            get(|p: Option<Principal>| async move {
+                p.and_then(|p| p.subject().map(str::to_owned))
+                    .unwrap_or("anonymous".into())
+            }),
+        )
+        .route(
+            "/scoped",
+            get(|| async { "x" }).route_layer(auth.require_all(["read"])),
+        )
+        .layer(auth.optional());
+    let a = call(&app, "/", &[]).await;
+    assert_eq!(
+        (a.status, a.body),
+        (StatusCode::OK, Value::String("anonymous".into()))
+    );
+    let a = call(&app, "/", &[&format!("Bearer {}", idp.token().sign())]).await;
+    assert_eq!(
+        (a.status, a.body),
+        (StatusCode::OK, Value::String("test-user".into()))
+    );
+    let a = call(
+        &app,
+        "/",
+        &[&format!("Bearer {}", idp.token().expires_in(-3600).sign())],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // A scope requirement still demands a token.
+    let a = call(&app, "/scoped", &[]).await;
+    assert_eq!(
+        (a.status, a.challenge.as_deref()),
+        (StatusCode::UNAUTHORIZED, Some("Bearer"))
+    );
+}
+
+#[tokio::test]
+async fn tokens_can_come_from_a_configured_cookie() {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .token_cookie("access_token")
+        .build()
+        .unwrap();
+    let req = Request::get("/me")
+        .header(
+            header::COOKIE,
+            format!("theme=dark; access_token={}", idp.token().sign()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app(&auth), req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_error_hook_can_rewrite_responses() {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .on_error(|err: &AuthError, mut res| {
+            res.headers_mut().insert(
+                "x-auth-error",
+                err.error_code().unwrap_or("none").parse().unwrap(),
+            );
+            res
+        })
+        .build()
+        .unwrap();
+    let res = app(&auth)
+        .oneshot(
+            Request::get("/read")
+                .header(
+                    header::AUTHORIZATION,
+                    format!("Bearer {}", idp.token().sign()),
+                )
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()["x-auth-error"], "insufficient_scope");
+}
+
+#[tokio::test]
+async fn a_standalone_scope_layer_without_auth_refuses_with_401() {
+    let app = Router::new()
+        .route("/", get(|| async { "x" }))
+        .layer(RequireScopes::policy(ScopePolicy::all(["read"])));
+    let a = call(&app, "/", &[]).await;
+    assert_eq!(
+        (a.status, a.challenge.as_deref()),
+        (StatusCode::UNAUTHORIZED, Some("Bearer"))
+    );
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_with_one_fetch_and_unknown_kids_respect_the_cooldown() {
+    let clock = ManualClock::now();
+    let idp = TestIssuer::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .refetch_cooldown(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    assert!(auth.validate(&idp.token().sign()).await.is_ok());
+    assert_eq!(idp.jwks_fetches(), 1, "keys are fetched on first use");
+
+    idp.rotate(Algorithm::ES256);
+    assert!(
+        auth.validate(&idp.token().sign()).await.is_ok(),
+        "rotation picked up"
+    );
+    assert_eq!(idp.jwks_fetches(), 2);
+
+    // A flood of unknown kids within the cooldown costs nothing.
+    for i in 0..50 {
+        let token = idp.token().header("kid", format!("random-{i}")).sign();
+        assert_eq!(
+            auth.validate(&token).await.unwrap_err(),
+            AuthError::InvalidToken(tower_bearer::TokenError::UnknownKey)
+        );
+    }
+    assert_eq!(idp.jwks_fetches(), 2);
+
+    // A rotation inside the cooldown waits for it to pass.
+    idp.rotate(Algorithm::EdDSA);
+    let token = idp.token().sign();
+    assert!(auth.validate(&token).await.is_err());
+    clock.advance(Duration::from_secs(31));
+    assert!(auth.validate(&token).await.is_ok());
+    assert_eq!(idp.jwks_fetches(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_new_kid_share_one_fetch() {
+    let (idp, auth) = setup().await;
+    assert!(auth.validate(&idp.token().sign()).await.is_ok());
+    idp.rotate(Algorithm::ES256);
+    let token = idp.token().sign();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (auth, token) = (auth.clone(), token.clone());
+            tokio::spawn(async move { auth.validate(&token).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    assert_eq!(idp.jwks_fetches(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_issuer_answers_503_and_never_lets_a_token_through() {
+    // Bind a port and close it: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(format!("http://127.0.0.1:{port}"))
+        .audience(idp.audience())
+        .build()
+        .unwrap();
+    let token = idp
+        .token()
+        .claim("iss", format!("http://127.0.0.1:{port}"))
+        .sign();
+    let a = call(&app(&auth), "/me", &[&format!("Bearer {token}")]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(a.challenge.is_none());
+    assert_eq!(a.body["error"], "temporarily_unavailable");
+    assert!(auth.prefetch_keys().await.is_err());
+}
+
+#[tokio::test]
+async fn discovery_refuses_a_document_naming_another_issuer() {
+    let idp = TestIssuer::start().await.unwrap();
+    // The same server, addressed as `localhost`: the document says
+    // 127.0.0.1, so the issuer does not match (RFC 8414 §3.3).
+    let port = idp.issuer().rsplit(':').next().unwrap().to_owned();
+    let auth = BearerAuth::builder()
+        .issuer(format!("http://localhost:{port}"))
+        .audience(idp.audience())
+        .build()
+        .unwrap();
+    assert_eq!(
+        auth.prefetch_keys().await,
+        Err(tower_bearer::FetchError::IssuerMismatch)
+    );
+    assert_eq!(idp.jwks_fetches(), 0);
+}

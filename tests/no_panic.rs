@@ -1,0 +1,122 @@
+//! Whatever arrives, the validator answers with a verdict and never panics:
+//! arbitrary strings, and validly signed tokens with arbitrary JSON headers
+//! and claims.
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+use tower_bearer::testing::TestIssuer;
+use tower_bearer::{BearerAuth, ManualClock};
+
+struct Fixture {
+    rt: tokio::runtime::Runtime,
+    idp: TestIssuer,
+    auth: BearerAuth,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let idp = rt.block_on(TestIssuer::start()).unwrap();
+        let auth = BearerAuth::builder()
+            .issuer(idp.issuer())
+            .audience(idp.audience())
+            .jwks_json(idp.jwks_json())
+            .clock(ManualClock::at_unix(1_700_000_000))
+            .build()
+            .unwrap();
+        Fixture { rt, idp, auth }
+    })
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "[a-zA-Z0-9 +/=._:-]{0,12}".prop_map(Value::String),
+        Just(Value::String("RS256".into())),
+        Just(Value::String("key-1".into())),
+        (1_600_000_000i64..1_800_000_000).prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(("[a-z]{1,4}", inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+fn object(names: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    prop::collection::vec((prop::sample::select(names), json_value()), 0..8).prop_map(|kv| {
+        Value::Object(
+            kv.into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect::<Map<_, _>>(),
+        )
+    })
+}
+
+const HEADER_NAMES: &[&str] = &[
+    "alg", "kid", "typ", "crit", "b64", "jwk", "jku", "x5u", "x5c", "cty", "zip", "x",
+];
+const CLAIM_NAMES: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "scope",
+    "scp",
+    "client_id",
+    "azp",
+    "roles",
+    "x",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_strings_get_a_verdict(token in ".{0,400}") {
+        let f = fixture();
+        let _ = f.rt.block_on(f.auth.validate(&token));
+    }
+
+    #[test]
+    fn arbitrary_dotted_base64_gets_a_verdict(parts in prop::collection::vec("[A-Za-z0-9_=-]{0,80}", 0..7)) {
+        let f = fixture();
+        let _ = f.rt.block_on(f.auth.validate(&parts.join(".")));
+    }
+
+    #[test]
+    fn arbitrary_json_in_a_validly_signed_token_gets_a_verdict(
+        header in object(HEADER_NAMES),
+        claims in object(CLAIM_NAMES),
+        raw_claims in prop::option::of(json_value()),
+    ) {
+        let f = fixture();
+        let kid = f.idp.current_kid();
+        let mut header = header;
+        // Mostly keep a usable alg and kid so the signature passes and the
+        // claims are reached.
+        if let Value::Object(h) = &mut header {
+            h.entry("alg").or_insert("RS256".into());
+            h.entry("kid").or_insert(kid.clone().into());
+        }
+        let claims = raw_claims.unwrap_or(claims);
+        let token = f.idp.sign_raw(&header, &claims, &kid);
+        let verdict = f.rt.block_on(f.auth.validate(&token));
+        // Nothing random can carry the right iss, aud and exp at once.
+        prop_assert!(verdict.is_err());
+    }
+}
