@@ -423,12 +423,11 @@ impl Builder {
         if l.min_rsa_bits > l.max_rsa_bits {
             return Err(ConfigError::InvalidLimit("min_rsa_bits <= max_rsa_bits"));
         }
-        if let Some(realm) = &self.realm {
-            if !realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-                || realm.contains(['"', '\\'])
-            {
-                return Err(ConfigError::InvalidRealm);
-            }
+        if let Some(realm) = &self.realm
+            && (!realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                || realm.contains(['"', '\\']))
+        {
+            return Err(ConfigError::InvalidRealm);
         }
 
         let mut algorithms = self

@@ -57,6 +57,11 @@ pub mod axum;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use alg::{Algorithm, UnknownAlgorithm};
 pub use auth::BearerAuth;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -76,7 +76,7 @@ impl ScopePolicy {
 /// e.g. with axum's `route_layer`; build it with
 /// [`BearerAuth::require_all`](crate::BearerAuth::require_all) /
 /// [`require_any`](crate::BearerAuth::require_any), or with
-/// [`RequireScopes::new`] for default error responses.
+/// [`RequireScopes::policy`] for default error responses.
 #[derive(Clone)]
 pub struct RequireScopes {
     policy: Arc<ScopePolicy>,

@@ -29,7 +29,7 @@ pub(crate) struct Key {
 
 enum Verifier {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 impl Key {
@@ -167,7 +167,10 @@ impl KeySet {
         };
         self.insert(Key {
             kid: None,
-            verifiers: vec![(alg, Verifier::Hmac(hmac::Key::new(hmac_alg, secret)))],
+            verifiers: vec![(
+                alg,
+                Verifier::Hmac(Box::new(hmac::Key::new(hmac_alg, secret))),
+            )],
         });
     }
 
@@ -239,19 +242,23 @@ fn key_from_jwk(
     }
     let jwk: Jwk = serde_json::from_value(value).map_err(|_| "malformed JWK")?;
     let common = &jwk.common;
-    if let Some(kid) = &common.key_id {
-        if kid.len() > limits.max_kid_bytes {
-            return Err("kid too long");
-        }
+    if common
+        .key_id
+        .as_ref()
+        .is_some_and(|kid| kid.len() > limits.max_kid_bytes)
+    {
+        return Err("kid too long");
     }
     match &common.public_key_use {
         None | Some(PublicKeyUse::Signature) => {}
         Some(_) => return Err("use is not \"sig\""),
     }
-    if let Some(ops) = &common.key_operations {
-        if !ops.iter().any(|op| matches!(op, KeyOperations::Verify)) {
-            return Err("key_ops does not include \"verify\"");
-        }
+    if common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| matches!(op, KeyOperations::Verify)))
+    {
+        return Err("key_ops does not include \"verify\"");
     }
     let published_alg = match &common.key_algorithm {
         None => None,

@@ -137,19 +137,18 @@ pub(crate) fn validate(
 pub(crate) fn check_claims(cfg: &Config, c: &claims::Claims) -> Result<(), TokenError> {
     let now = unix_seconds(cfg.clock.now());
     check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;
-    if let Some(issuer) = &cfg.issuer {
-        if c.iss.as_deref() != Some(&**issuer) {
-            return Err(TokenError::WrongIssuer);
-        }
+    if let Some(issuer) = &cfg.issuer
+        && c.iss.as_deref() != Some(&**issuer)
+    {
+        return Err(TokenError::WrongIssuer);
     }
-    if let Some(audiences) = &cfg.audiences {
-        if !c
+    if let Some(audiences) = &cfg.audiences
+        && !c
             .aud
             .iter()
             .any(|a| audiences.iter().any(|want| **want == **a))
-        {
-            return Err(TokenError::WrongAudience);
-        }
+    {
+        return Err(TokenError::WrongAudience);
     }
     Ok(())
 }
