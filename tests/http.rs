@@ -145,21 +145,108 @@ async fn malformed_requests_get_invalid_request() {
     let (idp, auth) = setup().await;
     let app = app(&auth);
     let token = idp.token().sign();
-    for creds in [
-        vec!["Bearer".to_owned()],
-        vec!["Bearer ".to_owned()],
-        vec!["Bearer a b".to_owned()],
-        vec![format!("Bearer {token}"), format!("Bearer {token}")],
+    let challenge =
+        |d: &str| format!("Bearer error=\"invalid_request\", error_description=\"{d}\"");
+    for (creds, want) in [
+        (
+            vec!["Bearer".to_owned()],
+            challenge("the Bearer credentials are empty"),
+        ),
+        (
+            vec!["bearer    ".to_owned()],
+            challenge("the Bearer credentials are empty"),
+        ),
+        (
+            vec!["Bearer a b".to_owned()],
+            challenge("the Bearer credentials are malformed"),
+        ),
+        (
+            vec!["Bearer a\"b".to_owned()],
+            challenge("the Bearer credentials are malformed"),
+        ),
+        (
+            vec![format!("Bearer {token}"), format!("Bearer {token}")],
+            challenge("the request has more than one Authorization header"),
+        ),
     ] {
         let refs: Vec<&str> = creds.iter().map(String::as_str).collect();
         let a = call(&app, "/me", &refs).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{creds:?}");
-        let challenge = a.challenge.unwrap();
-        assert!(
-            challenge.starts_with("Bearer error=\"invalid_request\", error_description=\""),
-            "{challenge}"
-        );
+        assert_eq!(a.challenge.as_deref(), Some(want.as_str()), "{creds:?}");
         assert_eq!(a.body["error"], "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_token_gets_its_exact_challenge() {
+    let (idp, auth) = setup().await;
+    let app = app(&auth);
+    let good = idp.token().sign();
+    let (input, sig) = good.rsplit_once('.').unwrap();
+    let flipped = format!("{input}.{}A", &sig[..sig.len() - 1]);
+    let cases = [
+        (
+            "eyJhbGciOiJub25lIn0.e30.".to_owned(),
+            "the token's signing algorithm is not accepted",
+        ),
+        (
+            idp.token().expires_in(-3600).sign(),
+            "the token has expired",
+        ),
+        (
+            idp.token().claim("nbf", 4_000_000_000i64).sign(),
+            "the token is not valid yet",
+        ),
+        (
+            idp.token().claim("aud", "other").sign(),
+            "the token is not meant for this audience",
+        ),
+        (
+            idp.token().claim("iss", "https://evil.example").sign(),
+            "the token was issued by an untrusted issuer",
+        ),
+        (
+            idp.token().without("exp").sign(),
+            "the token lacks a required claim",
+        ),
+        (
+            idp.token().claim("exp", "soon").sign(),
+            "the token has a malformed claim",
+        ),
+        (
+            idp.token().header("typ", "dpop+jwt").sign(),
+            "the token type is not accepted",
+        ),
+        (
+            idp.token().header("crit", json!(["x"])).sign(),
+            "the token uses an unsupported JWS extension",
+        ),
+        (
+            idp.token().header("jku", "http://127.0.0.1:1/").sign(),
+            "the token names a key source that is not trusted",
+        ),
+        (
+            idp.token().header("kid", "nope").sign(),
+            "the token was signed with an unknown key",
+        ),
+        (
+            idp.token().header("alg", "ES256").sign(),
+            "the token's algorithm does not match its key",
+        ),
+        (flipped, "the token signature is invalid"),
+        ("a.b".to_owned(), "the token is not a well-formed JWT"),
+        ("a.b.c.d.e".to_owned(), "encrypted tokens are not accepted"),
+        ("a".repeat(17_000), "the token is too large"),
+    ];
+    for (token, description) in cases {
+        let a = call(&app, "/me", &[&format!("Bearer {token}")]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{description}");
+        let want = format!("Bearer error=\"invalid_token\", error_description=\"{description}\"");
+        assert_eq!(a.challenge.as_deref(), Some(want.as_str()));
+        assert_eq!(
+            a.body,
+            json!({ "error": "invalid_token", "error_description": description })
+        );
     }
 }
 

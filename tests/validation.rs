@@ -687,6 +687,22 @@ async fn rejects_deeply_nested_json_and_oversized_tokens() {
 }
 
 #[tokio::test]
+async fn audience_and_scope_counts_are_limited() {
+    let s = Setup::new().await;
+    let auds: Vec<String> = (0..33).map(|i| format!("aud-{i}")).collect();
+    let token = s.idp.token().claim("aud", json!(auds)).sign();
+    assert_eq!(
+        s.refused(&token).await,
+        TokenError::LimitExceeded("aud entries")
+    );
+    let scopes: Vec<String> = (0..257).map(|i| format!("s{i}")).collect();
+    let token = s.idp.token().scope(&scopes.join(" ")).sign();
+    assert_eq!(s.refused(&token).await, TokenError::LimitExceeded("scopes"));
+    let token = s.idp.token().scope(&scopes[..256].join(" ")).sign();
+    assert_eq!(s.auth.validate(&token).await.unwrap().scopes().len(), 256);
+}
+
+#[tokio::test]
 async fn scopes_match_exactly_from_scope_and_scp() {
     let s = Setup::new().await;
     let p = s
