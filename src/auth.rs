@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::config::{Builder, Config};
 use crate::error::{AuthError, TokenError};
+use crate::jwks::KeySet;
 use crate::jwks::{FetchError, KeyStore};
+use crate::jwt::Jws;
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure};
 use crate::policy::{RequireScopes, ScopePolicy};
@@ -40,8 +42,8 @@ impl std::fmt::Debug for BearerAuth {
 /// The outcome of the synchronous fast path.
 pub(crate) enum Quick {
     Done(Result<Principal, AuthError>),
-    /// Keys must be fetched first; carries the key-set generation seen.
-    NeedKeys(u64),
+    /// Keys must be fetched first: finish with [`Shared::validate`].
+    NeedKeys,
 }
 
 impl BearerAuth {
@@ -103,35 +105,60 @@ impl BearerAuth {
     pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
         self.shared.validate(token).await
     }
+
+    /// Checks only the JWS: size and header rules, key match, signature.
+    /// The claims are **not** checked (no `exp`, `iss`, `aud`): this is for
+    /// signed payloads that are not access tokens, and for conformance
+    /// tests of the signature layer. Use [`validate`](Self::validate) for
+    /// access tokens.
+    pub async fn verify_jws(&self, token: &str) -> Result<Jws, AuthError> {
+        self.shared.with_keys(token, jwt::verify_jws).await
+    }
 }
 
 impl Shared {
     /// Validates with the keys at hand, without waiting.
     pub(crate) fn validate_now(&self, token: &str) -> Quick {
-        let (keys, generation) = self.keys.snapshot();
+        let (keys, _) = self.keys.snapshot();
         let outcome = jwt::validate(&self.config, keys.as_deref(), token);
         match outcome {
             Ok(p) => Quick::Done(Ok(p)),
-            Err(Failure::Token(e)) => Quick::Done(Err(self.refuse(e))),
-            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::NeedKeys(generation),
+            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::NeedKeys,
+            Err(f) => Quick::Done(Err(self.refuse_failure(f))),
         }
     }
 
     pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        let seen = match self.validate_now(token) {
-            Quick::Done(result) => return result,
-            Quick::NeedKeys(seen) => seen,
+        self.with_keys(token, jwt::validate).await
+    }
+
+    /// Runs `stage` with the current keys; if it needs keys the set lacks,
+    /// refreshes the set (single-flight, cooldown) and runs it once more.
+    async fn with_keys<T>(
+        &self,
+        token: &str,
+        stage: impl Fn(&Config, Option<&KeySet>, &str) -> Result<T, Failure>,
+    ) -> Result<T, AuthError> {
+        let (keys, seen) = self.keys.snapshot();
+        let first = stage(&self.config, keys.as_deref(), token);
+        drop(keys);
+        let refresh = match first {
+            Err(Failure::UnknownKey | Failure::NoKeys) => self.keys.refresh(seen).await,
+            other => return other.map_err(|f| self.refuse_failure(f)),
         };
-        let refresh = self.keys.refresh(seen).await;
         let (keys, _) = self.keys.snapshot();
-        match jwt::validate(&self.config, keys.as_deref(), token) {
-            Ok(p) => Ok(p),
-            Err(Failure::Token(e)) => Err(self.refuse(e)),
-            Err(Failure::UnknownKey) => Err(self.refuse(TokenError::UnknownKey)),
-            Err(Failure::NoKeys) => {
-                tracing::warn!(?refresh, "no key set available; answering 503");
-                Err(AuthError::KeysUnavailable)
-            }
+        let second = stage(&self.config, keys.as_deref(), token);
+        if matches!(second, Err(Failure::NoKeys)) {
+            tracing::warn!(?refresh, "no key set available; answering 503");
+        }
+        second.map_err(|f| self.refuse_failure(f))
+    }
+
+    fn refuse_failure(&self, f: Failure) -> AuthError {
+        match f {
+            Failure::Token(e) => self.refuse(e),
+            Failure::UnknownKey => self.refuse(TokenError::UnknownKey),
+            Failure::NoKeys => AuthError::KeysUnavailable,
         }
     }
 

@@ -441,6 +441,9 @@ impl Builder {
                 Algorithm::HS512 => 64,
                 _ => return Err(ConfigError::Secret("shared_secret takes an HS* algorithm")),
             };
+            if self.secrets.iter().filter(|(a, _)| a == alg).count() > 1 {
+                return Err(ConfigError::Secret("one shared secret per HS* algorithm"));
+            }
             if secret.len() < min {
                 return Err(ConfigError::Secret(
                     "the shared secret is shorter than the algorithm's hash output",

@@ -71,7 +71,7 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e),
-            Quick::NeedKeys(_) => {
+            Quick::NeedKeys => {
                 let token = token.to_owned();
                 let task = shared.clone();
                 let check: Validation = Box::pin(async move { task.validate(&token).await });

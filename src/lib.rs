@@ -71,6 +71,7 @@ pub use config::{
 };
 pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
 pub use jwks::{FetchError, JwksError, KeySet, SkippedKey};
+pub use jwt::Jws;
 pub use jwt::claims::{Claims, Principal, Scopes};
 pub use layer::{Bearer, ResponseBody, ResponseFuture};
 pub use policy::{RequireScopes, RequireScopesService, ScopePolicy};

@@ -128,7 +128,7 @@ async fn rejects_hs256_signed_with_the_rsa_public_key_as_pem_or_jwk() {
     }
 
     // Even where HS256 is allowed with a configured secret, the RSA key's
-    // kid never turns into an HMAC key.
+    // kid never turns into an HMAC key: only the configured secret is used.
     let auth = BearerAuth::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())

@@ -209,8 +209,11 @@ impl KeySet {
     }
 
     /// Finds the key for a token's `kid` and `alg`. Without a `kid`, the
-    /// one key that serves `alg` is used; if several do, none is.
+    /// one key that serves `alg` is used; if several do, none is. HMAC
+    /// algorithms use the configured secret whatever the `kid` says: the
+    /// secret is configured per algorithm, never published under a `kid`.
     pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        let kid = if alg.is_symmetric() { None } else { kid };
         match kid {
             Some(kid) => match self.by_kid.get(kid) {
                 None => Lookup::Unknown,
@@ -239,6 +242,9 @@ fn key_from_jwk(
 ) -> Result<Key, &'static str> {
     if value.get("d").is_some() || value.get("p").is_some() {
         return Err("the JWK carries private key material");
+    }
+    if value.get("kty").and_then(|k| k.as_str()) == Some("oct") {
+        return Err("symmetric keys are never taken from a JWK set");
     }
     let jwk: Jwk = serde_json::from_value(value).map_err(|_| "malformed JWK")?;
     let common = &jwk.common;
@@ -281,7 +287,13 @@ fn key_from_jwk(
             if bits < limits.min_rsa_bits || bits > limits.max_rsa_bits {
                 return Err("RSA modulus size outside the accepted range");
             }
-            if e.is_empty() || e.len() > 4 || e.last().is_none_or(|b| b & 1 == 0) {
+            if has_roca_fingerprint(&n) {
+                return Err("RSA modulus has the ROCA fingerprint (CVE-2017-15361)");
+            }
+            // An odd exponent of at least 3 that fits 32 bits; e = 1 would
+            // make every "signature" its own message.
+            let e_value = e.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b));
+            if e.len() > 4 || e_value < 3 || e_value % 2 == 0 {
                 return Err("unusual RSA public exponent");
             }
             let components = RsaPublicKeyComponents {
@@ -336,9 +348,6 @@ fn key_from_jwk(
                 .map(|a| (a, Verifier::Public(parsed.clone())))
                 .collect()
         }
-        AlgorithmParameters::OctetKey(_) => {
-            return Err("symmetric keys are never taken from a JWK set");
-        }
         _ => return Err("unsupported key type"),
     };
     if verifiers.is_empty() {
@@ -347,6 +356,34 @@ fn key_from_jwk(
     Ok(Key {
         kid: common.key_id.as_deref().map(Box::from),
         verifiers,
+    })
+}
+
+/// ROCA (CVE-2017-15361): the Infineon library built primes as
+/// `k * M + (65537^a mod M)`, with `M` a product of the first small
+/// primes, so for each such prime `p` the modulus is a power of 65537
+/// modulo `p`. A random modulus passes this test for all 38 odd primes up
+/// to 167 with negligible probability; a ROCA modulus always does.
+fn has_roca_fingerprint(n: &[u8]) -> bool {
+    const PRIMES: [u32; 38] = [
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+    ];
+    PRIMES.iter().all(|&p| {
+        let residue = n
+            .iter()
+            .fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % p);
+        let generator = 65537 % p;
+        let mut power = 1;
+        loop {
+            if power == residue {
+                return true;
+            }
+            power = power * generator % p;
+            if power == 1 {
+                return false;
+            }
+        }
     })
 }
 

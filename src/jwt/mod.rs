@@ -15,7 +15,7 @@ use crate::alg::Algorithm;
 use crate::clock::unix_seconds;
 use crate::config::{Config, TokenTypePolicy};
 use crate::error::TokenError;
-use crate::jwks::{KeySet, Lookup, verify};
+use crate::jwks::{KeySet, Lookup, verify as verify_signature};
 use claims::{ClaimRules, Principal};
 
 /// Why local validation stopped.
@@ -58,12 +58,57 @@ struct Header<'a> {
     x5u: Option<IgnoredAny>,
 }
 
-/// Validates `token` against `keys` under `cfg`.
+/// A compact JWS whose header passed every rule and whose signature
+/// verified; the claims are not checked yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Jws {
+    /// The algorithm it was signed with.
+    pub alg: Algorithm,
+    /// The `kid` of the key that verified it.
+    pub kid: Option<String>,
+    /// The decoded payload.
+    pub payload: Vec<u8>,
+}
+
+/// Validates `token` against `keys` under `cfg`: the JWS, then the claims.
 pub(crate) fn validate(
     cfg: &Config,
     keys: Option<&KeySet>,
     token: &str,
 ) -> Result<Principal, Failure> {
+    let (alg, kid, payload) = verify(cfg, keys, token)?;
+    let limits = &cfg.limits;
+    check_depth(&payload, limits.max_json_depth)?;
+    let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
+    let rules = ClaimRules {
+        scope_claims: &cfg.scope_claims,
+        required: &cfg.required_claims,
+        max_audiences: limits.max_audiences,
+        max_scopes: limits.max_scopes,
+    };
+    let principal = claims::parse(payload, &rules, alg, kid)?;
+    check_claims(cfg, principal.claims())?;
+    Ok(principal)
+}
+
+/// The JWS stage alone, for [`BearerAuth::verify_jws`](crate::BearerAuth::verify_jws).
+pub(crate) fn verify_jws(cfg: &Config, keys: Option<&KeySet>, token: &str) -> Result<Jws, Failure> {
+    let (alg, kid, payload) = verify(cfg, keys, token)?;
+    Ok(Jws {
+        alg,
+        kid: kid.map(str::to_owned),
+        payload,
+    })
+}
+
+/// Limits, header rules, key lookup and signature; returns the algorithm,
+/// the verifying key's `kid` and the decoded payload.
+fn verify<'k>(
+    cfg: &Config,
+    keys: Option<&'k KeySet>,
+    token: &str,
+) -> Result<(Algorithm, Option<&'k str>, Vec<u8>), Failure> {
     let limits = &cfg.limits;
     if token.len() > limits.max_token_bytes {
         return Err(TokenError::TooLarge.into());
@@ -116,21 +161,10 @@ pub(crate) fn validate(
     let signature = b64_decode(s64)?;
     let payload = b64_decode(p64)?;
     let signing_input = &token[..h64.len() + 1 + p64.len()];
-    if !verify(key, alg, signing_input.as_bytes(), &signature) {
+    if !verify_signature(key, alg, signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature.into());
     }
-
-    check_depth(&payload, limits.max_json_depth)?;
-    let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
-    let rules = ClaimRules {
-        scope_claims: &cfg.scope_claims,
-        required: &cfg.required_claims,
-        max_audiences: limits.max_audiences,
-        max_scopes: limits.max_scopes,
-    };
-    let principal = claims::parse(payload, &rules, alg, key.kid())?;
-    check_claims(cfg, principal.claims())?;
-    Ok(principal)
+    Ok((alg, key.kid(), payload))
 }
 
 /// `exp`, `nbf`, `iss` and `aud` against the configuration and the clock.
