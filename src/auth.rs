@@ -107,11 +107,13 @@ impl BearerAuth {
     }
 
     /// Checks only the JWS: size and header rules, key match, signature.
-    /// The claims are **not** checked (no `exp`, `iss`, `aud`): this is for
-    /// signed payloads that are not access tokens, and for conformance
-    /// tests of the signature layer. Use [`validate`](Self::validate) for
-    /// access tokens.
-    pub async fn verify_jws(&self, token: &str) -> Result<Jws, AuthError> {
+    /// The claims are **not** checked (no `exp`, `iss`, `aud`), so any
+    /// token the issuer ever signed passes, for any audience. Not part of
+    /// the supported API: it exists so that conformance vectors and fuzzers
+    /// exercise the exact signature stage the layer runs. Use
+    /// [`validate`](Self::validate).
+    #[doc(hidden)]
+    pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
         self.shared.with_keys(token, jwt::verify_jws).await
     }
 }
@@ -147,18 +149,24 @@ impl Shared {
             other => return other.map_err(|f| self.refuse_failure(f)),
         };
         let (keys, _) = self.keys.snapshot();
-        let second = stage(&self.config, keys.as_deref(), token);
-        if matches!(second, Err(Failure::NoKeys)) {
-            tracing::warn!(?refresh, "no key set available; answering 503");
+        match stage(&self.config, keys.as_deref(), token) {
+            Err(Failure::NoKeys) => {
+                tracing::warn!(?refresh, "no key set available; answering 503");
+                Err(AuthError::KeysUnavailable {
+                    retry_after: refresh.retry_after(),
+                })
+            }
+            second => second.map_err(|f| self.refuse_failure(f)),
         }
-        second.map_err(|f| self.refuse_failure(f))
     }
 
     fn refuse_failure(&self, f: Failure) -> AuthError {
         match f {
             Failure::Token(e) => self.refuse(e),
             Failure::UnknownKey => self.refuse(TokenError::UnknownKey),
-            Failure::NoKeys => AuthError::KeysUnavailable,
+            Failure::NoKeys => AuthError::KeysUnavailable {
+                retry_after: self.keys.cooldown(),
+            },
         }
     }
 

@@ -21,6 +21,9 @@ pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 /// Timeout for one discovery or JWKS fetch: 5 s.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many claims `require_claims` may name (they are tracked in a bitmask).
+const MAX_REQUIRED_CLAIMS: usize = 64;
+
 /// Size and shape limits, checked before (or while) anything is parsed.
 ///
 /// Change one with struct update syntax:
@@ -133,7 +136,8 @@ pub enum ConfigError {
     NoUsableKeys,
     /// The realm contains quotes, backslashes or non-visible characters.
     InvalidRealm,
-    /// A limit is zero or otherwise impossible.
+    /// A limit is zero or otherwise impossible (or more than 64 required
+    /// claims).
     InvalidLimit(&'static str),
     /// The HTTP client could not be built.
     HttpClient(String),
@@ -502,14 +506,21 @@ impl Builder {
             self.refetch_cooldown,
             self.fetch_timeout,
         )?;
-        let mut required_claims: Vec<Arc<str>> =
-            self.required_claims.into_iter().map(Arc::from).collect();
+        let mut required_claims: Vec<Arc<str>> = Vec::new();
+        for claim in self.required_claims {
+            if !required_claims.iter().any(|r| **r == *claim) {
+                required_claims.push(Arc::from(claim));
+            }
+        }
         if self.typ == TokenTypePolicy::Rfc9068 {
             for c in ["iss", "aud", "sub", "client_id", "iat", "jti"] {
                 if !required_claims.iter().any(|r| &**r == c) {
                     required_claims.push(Arc::from(c));
                 }
             }
+        }
+        if required_claims.len() > MAX_REQUIRED_CLAIMS {
+            return Err(ConfigError::InvalidLimit("at most 64 required claims"));
         }
         let config = Config {
             issuer: issuer.map(Box::from),

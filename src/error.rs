@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -28,7 +29,10 @@ pub enum AuthError {
     InsufficientScope(ScopeRequirement),
     /// The issuer's keys could not be obtained, so no token can be checked
     /// now: 503 with `Retry-After`. Never turned into a success.
-    KeysUnavailable,
+    KeysUnavailable {
+        /// When the next attempt to fetch keys may happen.
+        retry_after: Duration,
+    },
 }
 
 /// What was wrong with the request's credentials, as opposed to the token.
@@ -105,7 +109,7 @@ impl AuthError {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -116,7 +120,7 @@ impl AuthError {
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
             Self::InsufficientScope(_) => Some("insufficient_scope"),
-            Self::KeysUnavailable => Some("temporarily_unavailable"),
+            Self::KeysUnavailable { .. } => Some("temporarily_unavailable"),
         }
     }
 
@@ -130,14 +134,14 @@ impl AuthError {
                 "the token lacks all of the scopes that allow this request"
             }
             Self::InsufficientScope(_) => "the token lacks a scope this request needs",
-            Self::KeysUnavailable => "the token cannot be checked right now; retry later",
+            Self::KeysUnavailable { .. } => "the token cannot be checked right now; retry later",
         })
     }
 
     /// The `WWW-Authenticate` challenge for this error (RFC 6750 §3), or
     /// `None` for errors that are not about the credentials.
     pub fn www_authenticate(&self, realm: Option<&str>) -> Option<HeaderValue> {
-        if matches!(self, Self::KeysUnavailable) {
+        if matches!(self, Self::KeysUnavailable { .. }) {
             return None;
         }
         let mut params: Vec<String> = Vec::with_capacity(4);
@@ -195,8 +199,10 @@ impl AuthError {
         if let Some(challenge) = self.www_authenticate(realm) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if matches!(self, Self::KeysUnavailable) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let Self::KeysUnavailable { retry_after } = self {
+            // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         res
     }
@@ -251,7 +257,7 @@ impl fmt::Display for AuthError {
                 if r.any_of { "one" } else { "all" },
                 r.scopes.join(" ")
             ),
-            Self::KeysUnavailable => f.write_str("the issuer's keys are unavailable"),
+            Self::KeysUnavailable { .. } => f.write_str("the issuer's keys are unavailable"),
         }
     }
 }

@@ -122,6 +122,21 @@ fn algorithm_and_secret_mistakes_are_refused() {
 }
 
 #[test]
+fn required_claims_are_deduplicated_and_capped() {
+    assert!(
+        base()
+            .require_claims(["sub", "sub", "tenant"])
+            .build()
+            .is_ok()
+    );
+    let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    assert!(matches!(
+        base().require_claims(many).build(),
+        Err(ConfigError::InvalidLimit(_))
+    ));
+}
+
+#[test]
 fn other_nonsense_is_refused() {
     assert_eq!(
         base().realm("a\"b").build().unwrap_err(),
@@ -201,6 +216,9 @@ async fn unusable_keys_are_skipped_and_usable_ones_kept() {
         with(&|v| v["n"] = "AQAB".into()),
         with(&|v| v["n"] = "not base64!".into()),
         with(&|v| v["e"] = "AAAA".into()),
+        with(&|v| v["e"] = "AQ".into()),
+        with(&|v| v["n"] = "".into()),
+        with(&|v| v["n"] = "AAAA".into()),
         with(&|v| v["kty"] = "RSA-X".into()),
         with(&|v| {
             v.as_object_mut().unwrap().remove("n");

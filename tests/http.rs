@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::Future as _;
 use std::time::Duration;
 
 use axum::Router;
@@ -183,7 +184,9 @@ async fn every_kind_of_bad_token_gets_its_exact_challenge() {
     let app = app(&auth);
     let good = idp.token().sign();
     let (input, sig) = good.rsplit_once('.').unwrap();
-    let flipped = format!("{input}.{}A", &sig[..sig.len() - 1]);
+    let mut sig = common::unb64(sig);
+    sig[0] ^= 0x80;
+    let flipped = format!("{input}.{}", common::b64(&sig));
     let cases = [
         (
             "eyJhbGciOiJub25lIn0.e30.".to_owned(),
@@ -502,19 +505,118 @@ async fn an_unreachable_issuer_answers_503_and_never_lets_a_token_through() {
 }
 
 #[tokio::test]
-async fn discovery_refuses_a_document_naming_another_issuer() {
-    let idp = TestIssuer::start().await.unwrap();
-    // The same server, addressed as `localhost`: the document says
-    // 127.0.0.1, so the issuer does not match (RFC 8414 §3.3).
-    let port = idp.issuer().rsplit(':').next().unwrap().to_owned();
+async fn retry_after_tells_when_the_next_fetch_may_happen() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let clock = ManualClock::now();
+    let issuer = format!("http://127.0.0.1:{port}");
     let auth = BearerAuth::builder()
-        .issuer(format!("http://localhost:{port}"))
-        .audience(idp.audience())
+        .issuer(&issuer)
+        .audience("api")
+        .clock(clock.clone())
+        .refetch_cooldown(Duration::from_secs(30))
         .build()
         .unwrap();
+    let idp = TestIssuer::start().await.unwrap();
+    let token = idp.token().claim("iss", issuer).sign();
+    let retry_after = |res: &http::Response<Body>| {
+        res.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let req = || {
+        Request::get("/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    let res = app(&auth).oneshot(req()).await.unwrap();
     assert_eq!(
-        auth.prefetch_keys().await,
-        Err(tower_bearer::FetchError::IssuerMismatch)
+        (res.status(), retry_after(&res)),
+        (StatusCode::SERVICE_UNAVAILABLE, "30".to_owned())
     );
-    assert_eq!(idp.jwks_fetches(), 0);
+    clock.advance(Duration::from_secs(12));
+    let res = app(&auth).oneshot(req()).await.unwrap();
+    assert_eq!(
+        retry_after(&res),
+        "18",
+        "the remaining cooldown, not a fixed value"
+    );
+}
+
+#[tokio::test]
+async fn shared_secret_tokens_work_before_and_without_a_jwks_fetch() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let secret = [9u8; 32];
+    let auth = BearerAuth::builder()
+        .issuer(&issuer)
+        .audience("api")
+        .shared_secret(tower_bearer::Algorithm::HS256, secret.to_vec())
+        .build()
+        .unwrap();
+    let claims = json!({ "iss": issuer, "aud": "api", "exp": 4_000_000_000i64 });
+    let input = format!(
+        "{}.{}",
+        common::b64(r#"{"alg":"HS256"}"#),
+        common::b64(claims.to_string())
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+    let token = format!(
+        "{input}.{}",
+        common::b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()))
+    );
+    assert!(
+        auth.validate(&token).await.is_ok(),
+        "the issuer is unreachable, the secret is not"
+    );
+    // An RS256 token still needs the issuer's keys: 503, not 401.
+    let idp = TestIssuer::start().await.unwrap();
+    let rs = idp.token().claim("iss", issuer).claim("aud", "api").sign();
+    assert!(matches!(
+        auth.validate(&rs).await,
+        Err(AuthError::KeysUnavailable { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_cancelled_refetch_still_counts_against_the_cooldown() {
+    let clock = ManualClock::now();
+    let idp = TestIssuer::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(auth.validate(&idp.token().sign()).await.is_ok());
+    idp.rotate(Algorithm::ES256);
+    let token = idp.token().sign();
+    // Start the refetch the new kid needs, and drop the request while the
+    // fetch is in flight, as a client hanging up would.
+    {
+        let mut fut = std::pin::pin!(auth.validate(&token));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+    }
+    // That attempt started the cooldown: no new fetch until it passes.
+    assert_eq!(
+        auth.validate(&token).await.unwrap_err(),
+        AuthError::InvalidToken(tower_bearer::TokenError::UnknownKey)
+    );
+    clock.advance(Duration::from_secs(31));
+    assert!(auth.validate(&token).await.is_ok());
 }

@@ -41,6 +41,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<f64>().prop_map(Value::from),
         "[a-zA-Z0-9 +/=._:-]{0,12}".prop_map(Value::String),
+        // Any Unicode, long enough to cross the `application/` prefix.
+        "\\PC{0,20}".prop_map(Value::String),
+        Just(Value::String("application/at+jwt".into())),
         Just(Value::String("RS256".into())),
         Just(Value::String("key-1".into())),
         (1_600_000_000i64..1_800_000_000).prop_map(Value::from),
@@ -96,6 +99,15 @@ proptest! {
     fn arbitrary_dotted_base64_gets_a_verdict(parts in prop::collection::vec("[A-Za-z0-9_=-]{0,80}", 0..7)) {
         let f = fixture();
         let _ = f.rt.block_on(f.auth.validate(&parts.join(".")));
+    }
+
+    #[test]
+    fn arbitrary_unicode_in_header_strings_gets_a_verdict(typ in "\\PC{0,30}", kid in "\\PC{0,30}", use_kid in any::<bool>()) {
+        let f = fixture();
+        let key = f.idp.current_kid();
+        let header = serde_json::json!({ "alg": "RS256", "kid": if use_kid { key.clone() } else { kid }, "typ": typ });
+        let claims = serde_json::json!({ "iss": f.idp.issuer(), "aud": f.idp.audience(), "exp": 1_700_000_100 });
+        let _ = f.rt.block_on(f.auth.validate(&f.idp.sign_raw(&header, &claims, &key)));
     }
 
     #[test]

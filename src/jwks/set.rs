@@ -71,6 +71,9 @@ pub(crate) enum Lookup<'a> {
 pub struct KeySet {
     keys: Vec<Arc<Key>>,
     by_kid: HashMap<Box<str>, Vec<usize>>,
+    /// Only the configured shared secrets, before the first JWKS fetch:
+    /// an asymmetric token cannot be judged yet.
+    partial: bool,
 }
 
 /// Why a JWKS document was refused as a whole.
@@ -193,6 +196,21 @@ impl KeySet {
         }
     }
 
+    /// The configured secrets, standing in until the first fetch; `None`
+    /// when there are none.
+    pub(crate) fn as_partial(&self) -> Option<Arc<KeySet>> {
+        (!self.is_empty()).then(|| {
+            Arc::new(KeySet {
+                partial: true,
+                ..self.clone()
+            })
+        })
+    }
+
+    pub(crate) fn is_partial(&self) -> bool {
+        self.partial
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -283,7 +301,10 @@ fn key_from_jwk(
         AlgorithmParameters::RSA(p) => {
             let n = strip_leading_zeros(b64(&p.n)?);
             let e = strip_leading_zeros(b64(&p.e)?);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // `n` has no leading zero bytes, so its first byte sets the size.
+            let bits = n
+                .first()
+                .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
             if bits < limits.min_rsa_bits || bits > limits.max_rsa_bits {
                 return Err("RSA modulus size outside the accepted range");
             }

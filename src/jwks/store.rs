@@ -71,9 +71,19 @@ pub(crate) enum Refresh {
     /// The set is newer than the caller's snapshot: validate again.
     Updated,
     /// Nothing was fetched: the cooldown has not passed.
-    CoolingDown,
+    CoolingDown { retry_after: Duration },
     /// The fetch failed; the old set (if any) stays.
-    Failed,
+    Failed { retry_after: Duration },
+}
+
+impl Refresh {
+    /// When a client refused for lack of keys should try again.
+    pub(crate) fn retry_after(&self) -> Duration {
+        match self {
+            Self::Updated => Duration::ZERO,
+            Self::CoolingDown { retry_after } | Self::Failed { retry_after } => *retry_after,
+        }
+    }
 }
 
 impl KeyStore {
@@ -90,7 +100,7 @@ impl KeyStore {
         let (current, remote) = match source {
             Source::Static(set) => (Some(Arc::new(set)), None),
             Source::Jwks(uri, secrets) => (
-                None,
+                secrets.as_partial(),
                 Some(Remote {
                     fetcher: fetcher()?,
                     jwks_uri: Some(uri),
@@ -99,7 +109,7 @@ impl KeyStore {
                 }),
             ),
             Source::Discovery(issuer, secrets) => (
-                None,
+                secrets.as_partial(),
                 Some(Remote {
                     fetcher: fetcher()?,
                     jwks_uri: None,
@@ -121,6 +131,11 @@ impl KeyStore {
         })
     }
 
+    /// Minimum time between triggered fetches.
+    pub(crate) fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
     /// The current set and its generation, without locking.
     pub(crate) fn snapshot(&self) -> (Guard<Option<Arc<KeySet>>>, u64) {
         let generation = self.generation.load(Ordering::Acquire);
@@ -135,29 +150,43 @@ impl KeyStore {
             return Refresh::Updated;
         }
         let Some(remote) = &self.remote else {
-            return Refresh::CoolingDown;
+            return Refresh::CoolingDown {
+                retry_after: self.cooldown,
+            };
         };
         let now = self.clock.now();
-        let cooling = state
+        // A clock that stepped backwards ends the cooldown rather than
+        // stretching it.
+        if let Some(elapsed) = state
             .last_triggered
             .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|elapsed| elapsed < self.cooldown)
-            || state.last_triggered.is_some_and(|t| now < t);
-        if cooling {
-            return Refresh::CoolingDown;
+            && elapsed < self.cooldown
+        {
+            return Refresh::CoolingDown {
+                retry_after: self.cooldown - elapsed,
+            };
         }
-        let had_keys = self.current.load().is_some();
+        let had_keys = self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|s| !s.is_partial());
+        // Recorded before fetching: a request cancelled mid-fetch still
+        // counts against the cooldown, so dropped connections cannot turn
+        // into one fetch each.
+        state.last_triggered = Some(now);
         match self.fetch(remote, &mut state).await {
             Ok(()) => {
-                if had_keys {
-                    state.last_triggered = Some(now);
+                // The first successful load does not start the cooldown, so
+                // a rotation right after start-up is picked up at once.
+                if !had_keys {
+                    state.last_triggered = None;
                 }
                 Refresh::Updated
             }
-            Err(_) => {
-                state.last_triggered = Some(now);
-                Refresh::Failed
-            }
+            Err(_) => Refresh::Failed {
+                retry_after: self.cooldown,
+            },
         }
     }
 

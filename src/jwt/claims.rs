@@ -9,6 +9,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 
 use crate::alg::Algorithm;
 use crate::error::TokenError;
+use crate::jwt::header::Str;
 
 /// The registered and widely used claims of a verified token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -237,14 +238,15 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             // Duplicate claim names are ambiguous: RFC 7519 §4 lets a parser
             // reject them, and accepting them invites parser differentials.
             if names.contains(&name) {
                 return Err(de::Error::custom("duplicate claim"));
             }
+            // The builder caps required claims at 64 and removes duplicates.
             if let Some(i) = self.rules.required.iter().position(|r| **r == *name) {
-                self.out.seen |= 1 << i.min(63);
+                self.out.seen |= 1 << i;
             }
             let is_scope = self.rules.scope_claims.iter().any(|s| **s == *name);
             let failure = &mut *self.failure;

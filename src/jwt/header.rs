@@ -1,0 +1,162 @@
+//! The protected header: one pass that reads what validation needs and
+//! refuses duplicate members, so that no two JSON parsers could read the
+//! same header differently (RFC 7515 §4: names must be unique).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::error::TokenError;
+
+/// What validation reads from the header. A member that is present counts
+/// even when its value is `null`.
+#[derive(Debug, Default)]
+pub(crate) struct Header<'a> {
+    pub alg: Cow<'a, str>,
+    pub kid: Option<Cow<'a, str>>,
+    pub typ: Option<Cow<'a, str>>,
+    /// `crit` is present.
+    pub crit: bool,
+    /// `b64` as given.
+    pub b64: Option<bool>,
+    /// The first of `jwk`, `jku`, `x5u` present: key sources never trusted.
+    pub untrusted: Option<&'static str>,
+}
+
+/// Parses the decoded header JSON.
+pub(crate) fn parse(json: &[u8]) -> Result<Header<'_>, TokenError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let header = HeaderSeed
+        .deserialize(&mut de)
+        .map_err(|_| TokenError::Malformed)?;
+    de.end().map_err(|_| TokenError::Malformed)?;
+    Ok(header)
+}
+
+struct HeaderSeed;
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed {
+    type Value = Header<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Header<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed {
+    type Value = Header<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JOSE header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Header<'de>, A::Error> {
+        let mut header = Header::default();
+        let mut alg = None;
+        let mut names: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+            if names.contains(&name) {
+                return Err(de::Error::custom("duplicate header member"));
+            }
+            match &*name {
+                "alg" => alg = Some(map.next_value::<Str<'de>>()?.0),
+                "kid" => header.kid = Some(map.next_value::<Str<'de>>()?.0),
+                "typ" => header.typ = Some(map.next_value::<Str<'de>>()?.0),
+                "b64" => header.b64 = Some(map.next_value::<bool>()?),
+                "crit" => {
+                    map.next_value::<IgnoredAny>()?;
+                    header.crit = true;
+                }
+                "jwk" | "jku" | "x5u" => {
+                    map.next_value::<IgnoredAny>()?;
+                    header.untrusted = header.untrusted.or(match &*name {
+                        "jwk" => Some("jwk"),
+                        "jku" => Some("jku"),
+                        _ => Some("x5u"),
+                    });
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            names.push(name);
+        }
+        header.alg = alg.ok_or_else(|| de::Error::missing_field("alg"))?;
+        Ok(header)
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+pub(super) struct Str<'de>(pub(super) Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_members_and_borrows_plain_strings() {
+        let h = parse(br#"{"alg":"RS256","kid":"k\u0031","typ":"at+jwt","x5t":"a"}"#).unwrap();
+        assert!(matches!(h.alg, Cow::Borrowed("RS256")));
+        assert_eq!(h.kid.as_deref(), Some("k1"));
+        assert_eq!(h.typ.as_deref(), Some("at+jwt"));
+        assert!(!h.crit && h.untrusted.is_none() && h.b64.is_none());
+    }
+
+    #[test]
+    fn null_members_still_count_as_present() {
+        assert!(parse(br#"{"alg":"RS256","crit":null}"#).unwrap().crit);
+        assert_eq!(
+            parse(br#"{"alg":"RS256","jku":null}"#).unwrap().untrusted,
+            Some("jku")
+        );
+        assert_eq!(
+            parse(br#"{"alg":"RS256","x5u":null,"jwk":{}}"#)
+                .unwrap()
+                .untrusted,
+            Some("x5u")
+        );
+    }
+
+    #[test]
+    fn duplicates_wrong_types_and_missing_alg_are_malformed() {
+        for bad in [
+            &br#"{"alg":"RS256","alg":"none"}"#[..],
+            br#"{"alg":"RS256","x5c":[],"x5c":[]}"#,
+            br#"{"alg":"RS256","kid":5}"#,
+            br#"{"alg":"RS256","b64":"false"}"#,
+            br#"{"alg":null}"#,
+            br#"{"kid":"a"}"#,
+            br#"["alg"]"#,
+            br#"{"alg":"RS256"} {}"#,
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err(),
+                TokenError::Malformed,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
