@@ -633,6 +633,7 @@ async fn rejects_tokens_of_the_wrong_shape() {
             format!("{}.{}.{}/", p[0], p[1], &p[2][..p[2].len() - 1]),
             TokenError::Malformed,
         ),
+        ("..".to_owned(), TokenError::Malformed),
         (String::new(), TokenError::Malformed),
         (
             format!("{}.{}.{}", b64("not json"), p[1], p[2]),
