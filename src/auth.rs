@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::config::{Builder, Config};
 use crate::error::{AuthError, TokenError};
-use crate::jwks::KeySet;
+use crate::jwks::{KeyHealth, KeySet};
 use crate::jwks::{FetchError, KeyStore};
 use crate::jwt::Jws;
 use crate::jwt::claims::Principal;
@@ -27,7 +27,7 @@ pub struct BearerAuth {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    keys: KeyStore,
+    keys: Arc<KeyStore>,
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -54,7 +54,7 @@ impl BearerAuth {
 
     pub(crate) fn new(config: Config, keys: KeyStore) -> Self {
         Self {
-            shared: Arc::new(Shared { config, keys }),
+            shared: Arc::new(Shared { config, keys: Arc::new(keys) }),
             optional: false,
         }
     }
@@ -97,6 +97,18 @@ impl BearerAuth {
         self.shared.keys.prefetch().await
     }
 
+    /// The state of the issuer's keys now: count, last fetch, last error,
+    /// expiry. Serve it from a readiness probe.
+    pub fn key_health(&self) -> KeyHealth {
+        self.shared.keys.health().borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`key_health`](Self::key_health):
+    /// each fetch, successful or not.
+    pub fn watch_key_health(&self) -> tokio::sync::watch::Receiver<KeyHealth> {
+        self.shared.keys.health()
+    }
+
     /// Validates a token: signature, header and claims, fetching keys if
     /// the token names one not seen yet (at most once per cooldown).
     ///
@@ -121,8 +133,8 @@ impl BearerAuth {
 impl Shared {
     /// Validates with the keys at hand, without waiting.
     pub(crate) fn validate_now(&self, token: &str) -> Quick {
-        let (keys, _) = self.keys.snapshot();
-        let outcome = jwt::validate(&self.config, keys.as_deref(), token);
+        let keys = self.keys.snapshot(self.config.clock.now());
+        let outcome = jwt::validate(&self.config, keys.set(), token);
         match outcome {
             Ok(p) => Quick::Done(Ok(p)),
             Err(Failure::UnknownKey | Failure::NoKeys) => Quick::NeedKeys,
@@ -141,15 +153,16 @@ impl Shared {
         token: &str,
         stage: impl Fn(&Config, Option<&KeySet>, &str) -> Result<T, Failure>,
     ) -> Result<T, AuthError> {
-        let (keys, seen) = self.keys.snapshot();
-        let first = stage(&self.config, keys.as_deref(), token);
+        let keys = self.keys.snapshot(self.config.clock.now());
+        let first = stage(&self.config, keys.set(), token);
+        let seen = keys.generation;
         drop(keys);
         let refresh = match first {
             Err(Failure::UnknownKey | Failure::NoKeys) => self.keys.refresh(seen).await,
             other => return other.map_err(|f| self.refuse_failure(f)),
         };
-        let (keys, _) = self.keys.snapshot();
-        match stage(&self.config, keys.as_deref(), token) {
+        let keys = self.keys.snapshot(self.config.clock.now());
+        match stage(&self.config, keys.set(), token) {
             Err(Failure::NoKeys) => {
                 tracing::warn!(?refresh, "no key set available; answering 503");
                 Err(AuthError::KeysUnavailable {

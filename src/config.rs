@@ -12,7 +12,7 @@ use crate::alg::Algorithm;
 use crate::auth::BearerAuth;
 use crate::clock::{Clock, SystemClock};
 use crate::error::AuthError;
-use crate::jwks::{JwksError, KeySet, KeyStore, Source};
+use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
 
 /// Leeway applied to `exp` and `nbf`: 60 s, as Envoy and Spring use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -20,6 +20,17 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
 /// Timeout for one discovery or JWKS fetch: 5 s.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Freshness of a JWK set whose response has no `max-age`: 10 minutes.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+/// `max-age` is clamped to at least this: 60 s.
+pub const MIN_JWKS_MAX_AGE: Duration = Duration::from_secs(60);
+/// `max-age` is clamped to at most this: 24 h.
+pub const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// How long past its expiry a key set is still used while the issuer
+/// cannot be reached: 24 h.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// How often the discovery document is fetched again: 24 h.
+pub const DISCOVERY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How many claims `require_claims` may name (they are tracked in a bitmask).
 const MAX_REQUIRED_CLAIMS: usize = 64;
@@ -194,6 +205,8 @@ pub struct Builder {
     clock: Arc<dyn Clock>,
     refetch_cooldown: Duration,
     fetch_timeout: Duration,
+    jwks_max_age: (Duration, Duration, Duration),
+    max_stale: Duration,
     realm: Option<String>,
     cookie: Option<String>,
     responder: Option<ErrorResponder>,
@@ -228,6 +241,8 @@ impl Default for Builder {
             clock: Arc::new(SystemClock),
             refetch_cooldown: DEFAULT_REFETCH_COOLDOWN,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            jwks_max_age: (DEFAULT_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, MAX_JWKS_MAX_AGE),
+            max_stale: DEFAULT_MAX_STALE,
             realm: None,
             cookie: None,
             responder: None,
@@ -354,6 +369,23 @@ impl Builder {
     /// Timeout of one discovery or JWKS request. Default: 5 s.
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
+        self
+    }
+
+    /// How long a fetched JWK set stays fresh: the response's
+    /// `Cache-Control: max-age` (minus `Age`) clamped to `[min, max]`, or
+    /// `default` when it gives none. The set is refreshed in the background
+    /// at 80–100 % of that time. Defaults: 10 min, [60 s, 24 h].
+    pub fn jwks_max_age(mut self, default: Duration, min: Duration, max: Duration) -> Self {
+        self.jwks_max_age = (default, min, max);
+        self
+    }
+
+    /// How long past its expiry the last good key set is still used while
+    /// the issuer cannot be reached (stale-if-error). After that, requests
+    /// get 503 until a fetch succeeds. Default: 24 h.
+    pub fn max_stale(mut self, window: Duration) -> Self {
+        self.max_stale = window;
         self
     }
 
@@ -496,6 +528,18 @@ impl Builder {
             return Err(ConfigError::NoKeySource);
         };
 
+        let (default_max_age, min_max_age, max_max_age) = self.jwks_max_age;
+        if min_max_age > max_max_age {
+            return Err(ConfigError::InvalidLimit("jwks_max_age min <= max"));
+        }
+        let policy = KeyPolicy {
+            default_max_age,
+            min_max_age,
+            max_max_age,
+            max_stale: self.max_stale,
+            cooldown: self.refetch_cooldown,
+            discovery_max_age: DISCOVERY_MAX_AGE,
+        };
         let clock = self.clock;
         let keys = KeyStore::new(
             source,
@@ -503,7 +547,7 @@ impl Builder {
             algorithms.clone(),
             self.limits.clone(),
             clock.clone(),
-            self.refetch_cooldown,
+            policy,
             self.fetch_timeout,
         )?;
         let mut required_claims: Vec<Arc<str>> = Vec::new();

@@ -66,11 +66,12 @@ pub use alg::{Algorithm, UnknownAlgorithm};
 pub use auth::BearerAuth;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Builder, ConfigError, DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_REFETCH_COOLDOWN,
-    ErrorResponder, Limits, TokenTypePolicy,
+    Builder, ConfigError, DEFAULT_FETCH_TIMEOUT, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY,
+    DEFAULT_MAX_STALE, DEFAULT_REFETCH_COOLDOWN, DISCOVERY_MAX_AGE, ErrorResponder, Limits,
+    MAX_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
 pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
-pub use jwks::{FetchError, JwksError, KeySet, SkippedKey};
+pub use jwks::{FetchError, JwksError, KeyHealth, KeySet, SkippedKey};
 pub use jwt::Jws;
 pub use jwt::claims::{Claims, Principal, Scopes};
 pub use layer::{Bearer, ResponseBody, ResponseFuture};

@@ -47,6 +47,49 @@ impl fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
+/// `ETag` and `Last-Modified` of the last answer, for conditional requests.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Validators {
+    etag: Option<http::HeaderValue>,
+    last_modified: Option<http::HeaderValue>,
+}
+
+/// The outcome of a conditional GET.
+pub(crate) enum Fetched {
+    /// 304: the previous body is still current.
+    NotModified { max_age: Option<Duration> },
+    /// 200 with a body.
+    Body { body: Vec<u8>, validators: Validators, max_age: Option<Duration> },
+}
+
+/// The freshness lifetime the server gave: `Cache-Control: max-age` minus
+/// `Age`; zero for `no-cache` / `no-store`; `None` when it said nothing.
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    for directive in headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let directive = directive.trim();
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
+            return Some(Duration::ZERO);
+        }
+        if let Some((name, value)) = directive.split_once('=')
+            && name.trim().eq_ignore_ascii_case("max-age")
+        {
+            max_age = value.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    let age = headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    max_age.map(|m| m.saturating_sub(age))
+}
+
 /// An HTTP client set up for fetching keys.
 pub(crate) struct Fetcher {
     client: reqwest::Client,
@@ -85,22 +128,37 @@ impl Fetcher {
     /// GETs `url` and returns the body of a 200 answer, at most
     /// `max_bytes` long.
     pub(crate) async fn get(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
-        let mut res = self
-            .client
-            .get(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(transport)?;
+        match self.get_conditional(url, &Validators::default()).await? {
+            Fetched::Body { body, .. } => Ok(body),
+            Fetched::NotModified { .. } => Err(FetchError::Status(304)),
+        }
+    }
+
+    /// GETs `url`, sending `If-None-Match` / `If-Modified-Since` when the
+    /// previous answer carried validators.
+    pub(crate) async fn get_conditional(&self, url: &Url, prev: &Validators) -> Result<Fetched, FetchError> {
+        let mut req = self.client.get(url.clone()).header(http::header::ACCEPT, "application/json");
+        if let Some(etag) = &prev.etag {
+            req = req.header(http::header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(modified) = &prev.last_modified {
+            req = req.header(http::header::IF_MODIFIED_SINCE, modified.clone());
+        }
+        let mut res = req.send().await.map_err(transport)?;
+        let max_age = max_age(res.headers());
+        if res.status() == http::StatusCode::NOT_MODIFIED && (prev.etag.is_some() || prev.last_modified.is_some()) {
+            return Ok(Fetched::NotModified { max_age });
+        }
         if res.status() != http::StatusCode::OK {
             return Err(FetchError::Status(res.status().as_u16()));
         }
-        if res
-            .content_length()
-            .is_some_and(|len| len > self.max_bytes as u64)
-        {
+        if res.content_length().is_some_and(|len| len > self.max_bytes as u64) {
             return Err(FetchError::TooLarge);
         }
+        let validators = Validators {
+            etag: res.headers().get(http::header::ETAG).cloned(),
+            last_modified: res.headers().get(http::header::LAST_MODIFIED).cloned(),
+        };
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > self.max_bytes {
@@ -108,7 +166,7 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok(Fetched::Body { body, validators, max_age })
     }
 
     /// Finds the JWKS URL of `issuer`: OpenID discovery
@@ -163,6 +221,27 @@ fn well_known(issuer: &Url, name: &str, insert_path: bool) -> Url {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control_minus_age() {
+        let secs = |pairs: &[(&str, &str)]| max_age(&headers(pairs)).map(|d| d.as_secs());
+        assert_eq!(secs(&[]), None);
+        assert_eq!(secs(&[("cache-control", "public, max-age=300")]), Some(300));
+        assert_eq!(secs(&[("cache-control", "Max-Age=\"120\", must-revalidate")]), Some(120));
+        assert_eq!(secs(&[("cache-control", "max-age=300"), ("age", "100")]), Some(200));
+        assert_eq!(secs(&[("cache-control", "max-age=30"), ("age", "100")]), Some(0));
+        assert_eq!(secs(&[("cache-control", "no-store, max-age=300")]), Some(0));
+        assert_eq!(secs(&[("cache-control", "public"), ("cache-control", "max-age=60")]), Some(60));
+        assert_eq!(secs(&[("cache-control", "max-age=soon")]), None);
+    }
 
     #[test]
     fn well_known_urls_follow_both_specs() {

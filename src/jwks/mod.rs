@@ -9,4 +9,5 @@ pub(crate) mod store;
 pub use fetch::FetchError;
 pub use set::{JwksError, KeySet, SkippedKey};
 pub(crate) use set::{Lookup, verify};
-pub(crate) use store::{KeyStore, Source};
+pub use store::KeyHealth;
+pub(crate) use store::{KeyPolicy, KeyStore, Source};

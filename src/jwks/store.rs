@@ -1,22 +1,30 @@
-//! The current key set and how it is refreshed.
+//! The current key set and how it is kept fresh.
 //!
-//! The hot path reads the current set through an [`ArcSwapOption`]: no
-//! lock, no I/O, no waiting on a fetch. Fetches happen only when a request
-//! needs keys the set does not have (first use, unknown `kid`); they are
-//! serialised behind an async mutex, and a generation counter lets every
-//! request that queued behind a fetch reuse its result instead of fetching
-//! again (single-flight). A cooldown bounds how often unknown `kid`s can
-//! trigger a fetch.
+//! The hot path reads the current set through an [`ArcSwapOption`] and one
+//! atomic: no lock, no I/O, no waiting on a fetch in progress. Fetches
+//! happen
+//! - in the background, when the set's freshness (`Cache-Control: max-age`,
+//!   clamped) is nearly used up: the first request that notices spawns one
+//!   refresh and goes on with the keys at hand;
+//! - in the request, when it needs keys the set does not have (first use,
+//!   unknown `kid`, or a set stale beyond the configured window). These are
+//!   serialised behind an async mutex, and a generation counter lets every
+//!   request that queued behind a fetch reuse its result (single-flight). A
+//!   cooldown bounds how often unknown `kid`s can trigger a fetch.
+//!
+//! A failed fetch keeps the last good set, up to `max_stale` past its
+//! expiry, and retries with exponential backoff. A successful fetch
+//! replaces the set whole: a key the issuer removed is gone at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::{ArcSwapOption, Guard};
-use tokio::sync::Mutex;
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Mutex, watch};
 use url::Url;
 
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{FetchError, Fetched, Fetcher, Validators};
 use super::set::KeySet;
 use crate::alg::Algorithm;
 use crate::clock::Clock;
@@ -33,24 +41,94 @@ pub(crate) enum Source {
     Discovery(Url, KeySet),
 }
 
+/// How fetched key sets age. Defaults in [`crate::config`].
+#[derive(Debug, Clone)]
+pub(crate) struct KeyPolicy {
+    /// Freshness when the JWKS response gives no `max-age`.
+    pub default_max_age: Duration,
+    /// `max-age` is clamped to `[min_max_age, max_max_age]`.
+    pub min_max_age: Duration,
+    pub max_max_age: Duration,
+    /// How long past its expiry a set is still used while fetching fails.
+    pub max_stale: Duration,
+    /// Minimum time between fetches triggered by unknown `kid`s.
+    pub cooldown: Duration,
+    /// How often the discovery document is fetched again.
+    pub discovery_max_age: Duration,
+}
+
+/// The state of the issuer's keys, for readiness probes and dashboards.
+/// Get it from [`BearerAuth::key_health`](crate::BearerAuth::key_health).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyHealth {
+    /// Usable keys in the current set.
+    pub key_count: usize,
+    /// Their `kid`s.
+    pub kids: Vec<String>,
+    /// When a fetch last succeeded (a 304 counts).
+    pub last_success: Option<SystemTime>,
+    /// When a fetch last failed, and why.
+    pub last_error: Option<(SystemTime, FetchError)>,
+    /// Fetch failures since the last success.
+    pub consecutive_failures: u32,
+    /// When the current set stops being fresh.
+    pub expires_at: Option<SystemTime>,
+    /// After this, the set is no longer used at all (expiry plus the
+    /// stale-if-error window).
+    pub usable_until: Option<SystemTime>,
+    /// Successful fetches so far.
+    pub fetches: u64,
+}
+
+impl KeyHealth {
+    /// Whether tokens signed with the issuer's keys can be checked now.
+    pub fn is_ready(&self, now: SystemTime) -> bool {
+        self.key_count > 0 && self.usable_until.is_none_or(|t| now < t)
+    }
+
+    /// How long ago the keys were last confirmed current.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.last_success.and_then(|t| now.duration_since(t).ok())
+    }
+
+    /// Whether the set is past its freshness and kept only because
+    /// fetching a new one fails.
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+}
+
+/// A key set with its lifetimes.
+pub(crate) struct Loaded {
+    pub(crate) set: KeySet,
+    /// Past this, the set is not used at all.
+    usable_until: SystemTime,
+}
+
 pub(crate) struct KeyStore {
-    current: ArcSwapOption<KeySet>,
+    current: ArcSwapOption<Loaded>,
     /// Bumped after every successful fetch.
     generation: AtomicU64,
+    /// Unix milliseconds at which a background refresh is due.
+    next_background: AtomicU64,
+    background_running: AtomicBool,
     remote: Option<Remote>,
     refresh: Mutex<RefreshState>,
+    health: watch::Sender<KeyHealth>,
     issuer: Option<Box<str>>,
     algorithms: Vec<Algorithm>,
     limits: Limits,
     clock: Arc<dyn Clock>,
-    cooldown: Duration,
+    policy: KeyPolicy,
 }
 
 /// A key set that is fetched.
 struct Remote {
     fetcher: Fetcher,
-    /// Where the JWKS URL comes from: given, or `None` for discovery.
+    /// The configured JWKS URL, or `None` when discovery finds it.
     jwks_uri: Option<Url>,
+    /// The issuer, for discovery.
     issuer_url: Option<Url>,
     /// Configured shared secrets, added to every fetched set.
     secrets: KeySet,
@@ -58,8 +136,10 @@ struct Remote {
 
 #[derive(Default)]
 struct RefreshState {
-    /// The JWKS URL found by discovery.
-    jwks_uri: Option<Url>,
+    /// The JWKS URL found by discovery, and when.
+    discovered: Option<(Url, SystemTime)>,
+    /// Validators of the last JWKS answer, for conditional requests.
+    validators: Validators,
     /// When a request last triggered a fetch that counts against the
     /// cooldown: a refetch for an unknown `kid`, or a failed fetch.
     last_triggered: Option<SystemTime>,
@@ -86,6 +166,21 @@ impl Refresh {
     }
 }
 
+/// The current keys as one request sees them.
+pub(crate) struct Snapshot {
+    loaded: Option<Arc<Loaded>>,
+    /// The generation the snapshot was taken at.
+    pub(crate) generation: u64,
+}
+
+impl Snapshot {
+    pub(crate) fn set(&self) -> Option<&KeySet> {
+        self.loaded.as_ref().map(|l| &l.set)
+    }
+}
+
+const NEVER: u64 = u64::MAX;
+
 impl KeyStore {
     pub(crate) fn new(
         source: Source,
@@ -93,53 +188,87 @@ impl KeyStore {
         algorithms: Vec<Algorithm>,
         limits: Limits,
         clock: Arc<dyn Clock>,
-        cooldown: Duration,
+        policy: KeyPolicy,
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let fetcher = || Fetcher::new(timeout, limits.max_document_bytes);
+        let forever = |set: KeySet| Arc::new(Loaded { set, usable_until: far_future() });
         let (current, remote) = match source {
-            Source::Static(set) => (Some(Arc::new(set)), None),
+            Source::Static(set) => (Some(forever(set)), None),
             Source::Jwks(uri, secrets) => (
-                secrets.as_partial(),
-                Some(Remote {
-                    fetcher: fetcher()?,
-                    jwks_uri: Some(uri),
-                    issuer_url: None,
-                    secrets,
-                }),
+                secrets.as_partial().map(forever),
+                Some(Remote { fetcher: fetcher()?, jwks_uri: Some(uri), issuer_url: None, secrets }),
             ),
             Source::Discovery(issuer, secrets) => (
-                secrets.as_partial(),
-                Some(Remote {
-                    fetcher: fetcher()?,
-                    jwks_uri: None,
-                    issuer_url: Some(issuer),
-                    secrets,
-                }),
+                secrets.as_partial().map(forever),
+                Some(Remote { fetcher: fetcher()?, jwks_uri: None, issuer_url: Some(issuer), secrets }),
             ),
+        };
+        let health = KeyHealth {
+            key_count: current.as_ref().map_or(0, |l| l.set.len()),
+            kids: current.as_ref().map_or_else(Vec::new, |l| l.set.kids().map(str::to_owned).collect()),
+            ..KeyHealth::default()
         };
         Ok(Self {
             current: ArcSwapOption::new(current),
             generation: AtomicU64::new(0),
+            next_background: AtomicU64::new(NEVER),
+            background_running: AtomicBool::new(false),
             remote,
             refresh: Mutex::new(RefreshState::default()),
+            health: watch::Sender::new(health),
             issuer: issuer.map(Box::from),
             algorithms,
             limits,
             clock,
-            cooldown,
+            policy,
         })
     }
 
     /// Minimum time between triggered fetches.
     pub(crate) fn cooldown(&self) -> Duration {
-        self.cooldown
+        self.policy.cooldown
     }
 
-    /// The current set and its generation, without locking.
-    pub(crate) fn snapshot(&self) -> (Guard<Option<Arc<KeySet>>>, u64) {
+    /// The keys usable at `now`, without locking. Starts a background
+    /// refresh when one is due; never waits for it.
+    pub(crate) fn snapshot(self: &Arc<Self>, now: SystemTime) -> Snapshot {
         let generation = self.generation.load(Ordering::Acquire);
-        (self.current.load(), generation)
+        let loaded = self.current.load_full().filter(|l| now < l.usable_until);
+        if unix_millis(now) >= self.next_background.load(Ordering::Relaxed) {
+            self.spawn_background_refresh();
+        }
+        Snapshot { loaded, generation }
+    }
+
+    fn spawn_background_refresh(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime: the set is refreshed when a request needs keys.
+        };
+        if self.background_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = Arc::clone(self);
+        runtime.spawn(async move {
+            store.refresh_in_background().await;
+            store.background_running.store(false, Ordering::Release);
+        });
+    }
+
+    async fn refresh_in_background(&self) {
+        let Some(remote) = &self.remote else { return };
+        let mut state = self.refresh.lock().await;
+        let now = self.clock.now();
+        // A request-triggered fetch may have run while this task waited.
+        if unix_millis(now) < self.next_background.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = self.fetch(remote, &mut state, now).await;
+    }
+
+    /// The health snapshot, and a receiver that sees every update.
+    pub(crate) fn health(&self) -> watch::Receiver<KeyHealth> {
+        self.health.subscribe()
     }
 
     /// Fetches a new set because a request needs keys that the snapshot of
@@ -149,33 +278,24 @@ impl KeyStore {
         if self.generation.load(Ordering::Acquire) != seen {
             return Refresh::Updated;
         }
+        let cooldown = self.policy.cooldown;
         let Some(remote) = &self.remote else {
-            return Refresh::CoolingDown {
-                retry_after: self.cooldown,
-            };
+            return Refresh::CoolingDown { retry_after: cooldown };
         };
         let now = self.clock.now();
         // A clock that stepped backwards ends the cooldown rather than
         // stretching it.
-        if let Some(elapsed) = state
-            .last_triggered
-            .and_then(|t| now.duration_since(t).ok())
-            && elapsed < self.cooldown
+        if let Some(elapsed) = state.last_triggered.and_then(|t| now.duration_since(t).ok())
+            && elapsed < cooldown
         {
-            return Refresh::CoolingDown {
-                retry_after: self.cooldown - elapsed,
-            };
+            return Refresh::CoolingDown { retry_after: cooldown - elapsed };
         }
-        let had_keys = self
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|s| !s.is_partial());
+        let had_keys = self.current.load().as_ref().is_some_and(|l| !l.set.is_partial());
         // Recorded before fetching: a request cancelled mid-fetch still
         // counts against the cooldown, so dropped connections cannot turn
         // into one fetch each.
         state.last_triggered = Some(now);
-        match self.fetch(remote, &mut state).await {
+        match self.fetch(remote, &mut state, now).await {
             Ok(()) => {
                 // The first successful load does not start the cooldown, so
                 // a rotation right after start-up is picked up at once.
@@ -184,9 +304,7 @@ impl KeyStore {
                 }
                 Refresh::Updated
             }
-            Err(_) => Refresh::Failed {
-                retry_after: self.cooldown,
-            },
+            Err(_) => Refresh::Failed { retry_after: cooldown },
         }
     }
 
@@ -195,79 +313,177 @@ impl KeyStore {
     pub(crate) async fn prefetch(&self) -> Result<usize, FetchError> {
         let mut state = self.refresh.lock().await;
         if let Some(remote) = &self.remote {
-            self.fetch(remote, &mut state).await?;
+            self.fetch(remote, &mut state, self.clock.now()).await?;
         }
-        Ok(self.current.load().as_ref().map_or(0, |s| s.len()))
+        Ok(self.current.load().as_ref().map_or(0, |l| l.set.len()))
     }
 
-    async fn fetch(&self, remote: &Remote, state: &mut RefreshState) -> Result<(), FetchError> {
+    /// One fetch, with everything that follows from its outcome: the new
+    /// set, its lifetimes, the next background refresh, logs and health.
+    async fn fetch(&self, remote: &Remote, state: &mut RefreshState, now: SystemTime) -> Result<(), FetchError> {
         let started = Instant::now();
-        let result = self.fetch_set(remote, state).await;
-        match &result {
-            Ok(set) => {
-                let old = self.current.load_full();
-                let added: Vec<&str> = set
-                    .kids()
-                    .filter(|k| old.as_ref().is_none_or(|o| !o.kids().any(|ok| ok == *k)))
-                    .collect();
+        let result = self.fetch_set(remote, state, now).await;
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let old = self.current.load_full().filter(|l| !l.set.is_partial());
+        let uri = state.discovered.as_ref().map(|(u, _)| u).or(remote.jwks_uri.as_ref()).map(Url::as_str);
+        match result {
+            Ok((set, max_age)) => {
+                let status = if set.is_some() { 200 } else { 304 };
+                let p = &self.policy;
+                let ttl = max_age.unwrap_or(p.default_max_age).clamp(p.min_max_age, p.max_max_age);
+                let set = match set {
+                    Some(set) => set,
+                    // 304: the set we have is current again.
+                    None => old.as_ref().map_or_else(KeySet::default, |l| l.set.clone()),
+                };
+                let refresh_at = now + ttl.mul_f64(jitter());
+                let added: Vec<&str> =
+                    set.kids().filter(|k| old.as_ref().is_none_or(|o| !o.set.kids().any(|ok| ok == *k))).collect();
                 let removed: Vec<&str> = old
                     .as_ref()
-                    .map(|o| {
-                        o.kids()
-                            .filter(|k| !set.kids().any(|nk| nk == *k))
-                            .collect()
-                    })
+                    .map(|o| o.set.kids().filter(|k| !set.kids().any(|nk| nk == *k)).collect())
                     .unwrap_or_default();
                 tracing::info!(
-                    url = state.jwks_uri.as_ref().map(Url::as_str),
+                    url = uri,
+                    status,
                     keys = set.len(),
                     ?added,
                     ?removed,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "fetched JWK set"
+                    elapsed_ms,
+                    ttl_s = ttl.as_secs(),
+                    next_refresh_in_s = refresh_at.duration_since(now).unwrap_or_default().as_secs(),
+                    "JWK set fetched"
                 );
+                let usable_until = now + ttl + p.max_stale;
+                self.health.send_modify(|h| {
+                    h.key_count = set.len();
+                    h.kids = set.kids().map(str::to_owned).collect();
+                    h.last_success = Some(now);
+                    h.consecutive_failures = 0;
+                    h.expires_at = Some(now + ttl);
+                    h.usable_until = Some(usable_until);
+                    h.fetches += 1;
+                });
+                self.current.store(Some(Arc::new(Loaded { set, usable_until })));
+                self.next_background.store(unix_millis(refresh_at), Ordering::Relaxed);
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                Ok(())
             }
-            Err(e) => tracing::error!(
-                url = state.jwks_uri.as_ref().map(Url::as_str),
-                error = %e,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "fetching the JWK set failed; keeping the previous set"
-            ),
+            Err(e) => {
+                let failures = self.health.borrow().consecutive_failures.saturating_add(1);
+                // 5 s, 10 s, 20 s, … up to 5 minutes between background tries.
+                let backoff = Duration::from_secs(5 << (failures - 1).min(6)).min(Duration::from_secs(300));
+                let usable = old.as_ref().map(|l| l.usable_until);
+                tracing::error!(
+                    url = uri,
+                    error = %e,
+                    elapsed_ms,
+                    consecutive_failures = failures,
+                    retry_in_s = backoff.as_secs(),
+                    serving_previous_keys_until = ?usable,
+                    "fetching the JWK set failed; keeping the previous set"
+                );
+                self.health.send_modify(|h| {
+                    h.last_error = Some((now, e.clone()));
+                    h.consecutive_failures = failures;
+                });
+                if self.remote.is_some() && old.is_some() {
+                    self.next_background.store(unix_millis(now + backoff), Ordering::Relaxed);
+                }
+                Err(e)
+            }
         }
-        let set = result?;
-        self.current.store(Some(Arc::new(set)));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
     }
 
+    /// The new set (`None` for a 304) and the server's `max-age`.
     async fn fetch_set(
         &self,
         remote: &Remote,
         state: &mut RefreshState,
-    ) -> Result<KeySet, FetchError> {
-        let uri = match (&remote.jwks_uri, &state.jwks_uri, &remote.issuer_url) {
-            (Some(uri), _, _) | (None, Some(uri), _) => uri.clone(),
-            (None, None, Some(issuer)) => {
-                let expected = self.issuer.as_deref().unwrap_or(issuer.as_str());
-                remote.fetcher.discover(issuer, expected).await?
-            }
-            (None, None, None) => return Err(FetchError::InvalidDocument("no JWKS URL".into())),
+        now: SystemTime,
+    ) -> Result<(Option<KeySet>, Option<Duration>), FetchError> {
+        let uri = match (&remote.jwks_uri, &remote.issuer_url) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(issuer)) => self.discover(remote, issuer, state, now).await?,
+            (None, None) => return Err(FetchError::InvalidDocument("no JWKS URL".into())),
         };
-        state.jwks_uri = Some(uri.clone());
-        let body = remote.fetcher.get(&uri).await?;
-        let (mut set, skipped) = KeySet::parse(&body, &self.algorithms, &self.limits)
-            .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
-        for s in &skipped {
-            tracing::warn!(
-                kid = s.kid.as_deref(),
-                reason = s.reason,
-                "skipping unusable JWK"
-            );
+        match remote.fetcher.get_conditional(&uri, &state.validators).await? {
+            Fetched::NotModified { max_age } => Ok((None, max_age)),
+            Fetched::Body { body, validators, max_age } => {
+                let (mut set, skipped) = KeySet::parse(&body, &self.algorithms, &self.limits)
+                    .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
+                for s in &skipped {
+                    tracing::warn!(kid = s.kid.as_deref(), reason = s.reason, "skipping unusable JWK");
+                }
+                if set.is_empty() {
+                    return Err(FetchError::NoUsableKeys);
+                }
+                set.extend(&remote.secrets);
+                state.validators = validators;
+                Ok((Some(set), max_age))
+            }
         }
-        if set.is_empty() {
-            return Err(FetchError::NoUsableKeys);
+    }
+
+    /// The JWKS URL from discovery, fetched again once a day (with the
+    /// issuer check each time). If that fails, the URL found before stays.
+    async fn discover(
+        &self,
+        remote: &Remote,
+        issuer: &Url,
+        state: &mut RefreshState,
+        now: SystemTime,
+    ) -> Result<Url, FetchError> {
+        if let Some((uri, at)) = &state.discovered
+            && now.duration_since(*at).is_ok_and(|age| age < self.policy.discovery_max_age)
+        {
+            return Ok(uri.clone());
         }
-        set.extend(&remote.secrets);
-        Ok(set)
+        let expected = self.issuer.as_deref().unwrap_or(issuer.as_str());
+        match remote.fetcher.discover(issuer, expected).await {
+            Ok(uri) => {
+                if state.discovered.as_ref().is_none_or(|(old, _)| *old != uri) {
+                    state.validators = Validators::default();
+                }
+                state.discovered = Some((uri.clone(), now));
+                Ok(uri)
+            }
+            Err(e) => match &state.discovered {
+                Some((uri, _)) => {
+                    tracing::warn!(error = %e, "refreshing the discovery document failed; keeping the JWKS URL found before");
+                    Ok(uri.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
+
+/// A factor in [0.8, 1.0): refresh at 90 % of the freshness lifetime,
+/// ±10 % of it, so a fleet of replicas does not refetch in the same second.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 2];
+    let random = aws_lc_rs::rand::fill(&mut bytes).map_or(0x8000, |()| u16::from_le_bytes(bytes));
+    0.8 + 0.2 * f64::from(random) / 65536.0
+}
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(NEVER - 1))
+}
+
+fn far_future() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1 << 40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_of_ninety() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((0.8..1.0).contains(&j), "{j}");
+        }
     }
 }
