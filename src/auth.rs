@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::config::{Builder, Config};
 use crate::error::{AuthError, TokenError};
-use crate::jwks::{KeyHealth, KeySet};
 use crate::jwks::{FetchError, KeyStore};
+use crate::jwks::{KeyHealth, KeySet};
 use crate::jwt::Jws;
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure};
@@ -54,7 +54,10 @@ impl BearerAuth {
 
     pub(crate) fn new(config: Config, keys: KeyStore) -> Self {
         Self {
-            shared: Arc::new(Shared { config, keys: Arc::new(keys) }),
+            shared: Arc::new(Shared {
+                config,
+                keys: Arc::new(keys),
+            }),
             optional: false,
         }
     }

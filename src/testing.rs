@@ -58,8 +58,36 @@ struct State {
     audience: String,
     clock: Arc<dyn Clock>,
     keys: Mutex<Keys>,
+    faults: Mutex<Faults>,
     jwks_fetches: AtomicUsize,
+    jwks_not_modified: AtomicUsize,
+    discovery_fetches: AtomicUsize,
     next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Faults {
+    jwks: JwksFault,
+    cache_control: Option<String>,
+}
+
+/// How the JWKS endpoint misbehaves; see [`TestIssuer::set_jwks_fault`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwksFault {
+    /// Serve the keys. The default.
+    #[default]
+    None,
+    /// Answer with this status and no body.
+    Status(u16),
+    /// Answer 200 with a truncated JSON document.
+    InvalidJson,
+    /// Answer 200 with a body of this many bytes, with `Content-Length`.
+    HugeBody(usize),
+    /// Answer 200 with a body of this many bytes, streamed without a length.
+    HugeStream(usize),
+    /// Accept the request and never answer.
+    Hang,
 }
 
 #[derive(Default)]
@@ -142,7 +170,10 @@ impl TestIssuerBuilder {
             audience: self.audience,
             clock: self.clock,
             keys: Mutex::new(Keys::default()),
+            faults: Mutex::new(Faults::default()),
             jwks_fetches: AtomicUsize::new(0),
+            jwks_not_modified: AtomicUsize::new(0),
+            discovery_fetches: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
         });
         state.add_key(self.alg, true).map_err(StartError)?;
@@ -188,6 +219,28 @@ impl TestIssuer {
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many JWKS requests were answered 304 Not Modified (the JWKS
+    /// carries an `ETag` and honours `If-None-Match`).
+    pub fn jwks_not_modified(&self) -> usize {
+        self.state.jwks_not_modified.load(Ordering::SeqCst)
+    }
+
+    /// How many times the discovery document was fetched.
+    pub fn discovery_fetches(&self) -> usize {
+        self.state.discovery_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Makes the JWKS endpoint misbehave (or behave again, with
+    /// [`JwksFault::None`]).
+    pub fn set_jwks_fault(&self, fault: JwksFault) {
+        self.state.faults().jwks = fault;
+    }
+
+    /// The `Cache-Control` header of JWKS answers (none by default).
+    pub fn set_jwks_cache_control(&self, value: Option<&str>) {
+        self.state.faults().cache_control = value.map(str::to_owned);
     }
 
     /// The JWKS document currently served.
@@ -382,6 +435,12 @@ impl State {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn add_key(&self, alg: Algorithm, make_current: bool) -> Result<String, String> {
         let pair = match alg.family() {
             Family::Rsa => {
@@ -504,7 +563,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -513,27 +572,106 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-fn route(state: &State, req: &Request<Incoming>) -> Response<http_body_util::Full<Bytes>> {
-    let body = match req.uri().path() {
-        "/.well-known/openid-configuration" => json!({
-            "issuer": state.issuer,
-            "jwks_uri": format!("{}/jwks", state.issuer),
-            "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
-        }),
-        "/jwks" => {
-            state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-            state.jwks()
-        }
-        _ => {
-            let mut res = Response::new(http_body_util::Full::new(Bytes::new()));
-            *res.status_mut() = StatusCode::NOT_FOUND;
-            return res;
-        }
-    };
-    let mut res = Response::new(http_body_util::Full::new(Bytes::from(body.to_string())));
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt as _;
+    http_body_util::Full::new(bytes.into()).boxed()
+}
+
+fn respond(status: StatusCode, body: Body) -> Response<Body> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
     res
+}
+
+async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    match req.uri().path() {
+        "/.well-known/openid-configuration" => {
+            state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+            let doc = json!({
+                "issuer": state.issuer,
+                "jwks_uri": format!("{}/jwks", state.issuer),
+                "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
+            });
+            respond(StatusCode::OK, full(doc.to_string()))
+        }
+        "/jwks" => {
+            state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            let (fault, cache_control) = {
+                let f = state.faults();
+                (f.jwks.clone(), f.cache_control.clone())
+            };
+            match fault {
+                JwksFault::None => {}
+                JwksFault::Status(code) => {
+                    return respond(
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        full(""),
+                    );
+                }
+                JwksFault::InvalidJson => return respond(StatusCode::OK, full("{\"keys\": [")),
+                JwksFault::HugeBody(len) => return respond(StatusCode::OK, full(vec![b' '; len])),
+                JwksFault::HugeStream(len) => {
+                    return respond(StatusCode::OK, Body::new(Chunks { left: len }));
+                }
+                JwksFault::Hang => std::future::pending::<()>().await,
+            }
+            let body = state.jwks().to_string();
+            let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
+            let mut res = if req
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            {
+                state.jwks_not_modified.fetch_add(1, Ordering::SeqCst);
+                respond(StatusCode::NOT_MODIFIED, full(""))
+            } else {
+                respond(StatusCode::OK, full(body))
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+                res.headers_mut().insert(header::ETAG, v);
+            }
+            if let Some(cc) =
+                cache_control.and_then(|cc: String| http::HeaderValue::from_str(&cc).ok())
+            {
+                res.headers_mut().insert(header::CACHE_CONTROL, cc);
+            }
+            res
+        }
+        _ => respond(StatusCode::NOT_FOUND, full("")),
+    }
+}
+
+/// A body of `left` bytes sent in 64 KiB frames without a length, so the
+/// client only learns its size by reading it.
+struct Chunks {
+    left: usize,
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let n = self.left.min(64 * 1024);
+        self.left -= n;
+        std::task::Poll::Ready(
+            (n > 0).then(|| Ok(http_body::Frame::data(Bytes::from(vec![b' '; n])))),
+        )
+    }
+}
+
+/// A stable fingerprint of the JWKS for its `ETag`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -59,7 +59,11 @@ pub(crate) enum Fetched {
     /// 304: the previous body is still current.
     NotModified { max_age: Option<Duration> },
     /// 200 with a body.
-    Body { body: Vec<u8>, validators: Validators, max_age: Option<Duration> },
+    Body {
+        body: Vec<u8>,
+        validators: Validators,
+        max_age: Option<Duration>,
+    },
 }
 
 /// The freshness lifetime the server gave: `Cache-Control: max-age` minus
@@ -73,13 +77,19 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
         .flat_map(|v| v.split(','))
     {
         let directive = directive.trim();
-        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
             return Some(Duration::ZERO);
         }
         if let Some((name, value)) = directive.split_once('=')
             && name.trim().eq_ignore_ascii_case("max-age")
         {
-            max_age = value.trim().trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            max_age = value
+                .trim()
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     let age = headers
@@ -136,8 +146,15 @@ impl Fetcher {
 
     /// GETs `url`, sending `If-None-Match` / `If-Modified-Since` when the
     /// previous answer carried validators.
-    pub(crate) async fn get_conditional(&self, url: &Url, prev: &Validators) -> Result<Fetched, FetchError> {
-        let mut req = self.client.get(url.clone()).header(http::header::ACCEPT, "application/json");
+    pub(crate) async fn get_conditional(
+        &self,
+        url: &Url,
+        prev: &Validators,
+    ) -> Result<Fetched, FetchError> {
+        let mut req = self
+            .client
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json");
         if let Some(etag) = &prev.etag {
             req = req.header(http::header::IF_NONE_MATCH, etag.clone());
         }
@@ -146,13 +163,18 @@ impl Fetcher {
         }
         let mut res = req.send().await.map_err(transport)?;
         let max_age = max_age(res.headers());
-        if res.status() == http::StatusCode::NOT_MODIFIED && (prev.etag.is_some() || prev.last_modified.is_some()) {
+        if res.status() == http::StatusCode::NOT_MODIFIED
+            && (prev.etag.is_some() || prev.last_modified.is_some())
+        {
             return Ok(Fetched::NotModified { max_age });
         }
         if res.status() != http::StatusCode::OK {
             return Err(FetchError::Status(res.status().as_u16()));
         }
-        if res.content_length().is_some_and(|len| len > self.max_bytes as u64) {
+        if res
+            .content_length()
+            .is_some_and(|len| len > self.max_bytes as u64)
+        {
             return Err(FetchError::TooLarge);
         }
         let validators = Validators {
@@ -166,7 +188,11 @@ impl Fetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched::Body { body, validators, max_age })
+        Ok(Fetched::Body {
+            body,
+            validators,
+            max_age,
+        })
     }
 
     /// Finds the JWKS URL of `issuer`: OpenID discovery
@@ -225,7 +251,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -235,11 +264,23 @@ mod tests {
         let secs = |pairs: &[(&str, &str)]| max_age(&headers(pairs)).map(|d| d.as_secs());
         assert_eq!(secs(&[]), None);
         assert_eq!(secs(&[("cache-control", "public, max-age=300")]), Some(300));
-        assert_eq!(secs(&[("cache-control", "Max-Age=\"120\", must-revalidate")]), Some(120));
-        assert_eq!(secs(&[("cache-control", "max-age=300"), ("age", "100")]), Some(200));
-        assert_eq!(secs(&[("cache-control", "max-age=30"), ("age", "100")]), Some(0));
+        assert_eq!(
+            secs(&[("cache-control", "Max-Age=\"120\", must-revalidate")]),
+            Some(120)
+        );
+        assert_eq!(
+            secs(&[("cache-control", "max-age=300"), ("age", "100")]),
+            Some(200)
+        );
+        assert_eq!(
+            secs(&[("cache-control", "max-age=30"), ("age", "100")]),
+            Some(0)
+        );
         assert_eq!(secs(&[("cache-control", "no-store, max-age=300")]), Some(0));
-        assert_eq!(secs(&[("cache-control", "public"), ("cache-control", "max-age=60")]), Some(60));
+        assert_eq!(
+            secs(&[("cache-control", "public"), ("cache-control", "max-age=60")]),
+            Some(60)
+        );
         assert_eq!(secs(&[("cache-control", "max-age=soon")]), None);
     }
 

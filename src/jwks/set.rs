@@ -199,7 +199,10 @@ impl KeySet {
     /// The configured secrets, standing in until the first fetch; `None`
     /// when there are none.
     pub(crate) fn as_partial(&self) -> Option<KeySet> {
-        (!self.is_empty()).then(|| KeySet { partial: true, ..self.clone() })
+        (!self.is_empty()).then(|| KeySet {
+            partial: true,
+            ..self.clone()
+        })
     }
 
     pub(crate) fn is_partial(&self) -> bool {

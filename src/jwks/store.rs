@@ -77,6 +77,10 @@ pub struct KeyHealth {
     /// After this, the set is no longer used at all (expiry plus the
     /// stale-if-error window).
     pub usable_until: Option<SystemTime>,
+    /// When the next background refresh is due: 80–100 % into the
+    /// freshness lifetime after a success, after a backoff of 5 s doubling
+    /// to 5 min after failures.
+    pub next_refresh: Option<SystemTime>,
     /// Successful fetches so far.
     pub fetches: u64,
 }
@@ -192,21 +196,38 @@ impl KeyStore {
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         let fetcher = || Fetcher::new(timeout, limits.max_document_bytes);
-        let forever = |set: KeySet| Arc::new(Loaded { set, usable_until: far_future() });
+        let forever = |set: KeySet| {
+            Arc::new(Loaded {
+                set,
+                usable_until: far_future(),
+            })
+        };
         let (current, remote) = match source {
             Source::Static(set) => (Some(forever(set)), None),
             Source::Jwks(uri, secrets) => (
                 secrets.as_partial().map(forever),
-                Some(Remote { fetcher: fetcher()?, jwks_uri: Some(uri), issuer_url: None, secrets }),
+                Some(Remote {
+                    fetcher: fetcher()?,
+                    jwks_uri: Some(uri),
+                    issuer_url: None,
+                    secrets,
+                }),
             ),
             Source::Discovery(issuer, secrets) => (
                 secrets.as_partial().map(forever),
-                Some(Remote { fetcher: fetcher()?, jwks_uri: None, issuer_url: Some(issuer), secrets }),
+                Some(Remote {
+                    fetcher: fetcher()?,
+                    jwks_uri: None,
+                    issuer_url: Some(issuer),
+                    secrets,
+                }),
             ),
         };
         let health = KeyHealth {
             key_count: current.as_ref().map_or(0, |l| l.set.len()),
-            kids: current.as_ref().map_or_else(Vec::new, |l| l.set.kids().map(str::to_owned).collect()),
+            kids: current
+                .as_ref()
+                .map_or_else(Vec::new, |l| l.set.kids().map(str::to_owned).collect()),
             ..KeyHealth::default()
         };
         Ok(Self {
@@ -280,17 +301,27 @@ impl KeyStore {
         }
         let cooldown = self.policy.cooldown;
         let Some(remote) = &self.remote else {
-            return Refresh::CoolingDown { retry_after: cooldown };
+            return Refresh::CoolingDown {
+                retry_after: cooldown,
+            };
         };
         let now = self.clock.now();
         // A clock that stepped backwards ends the cooldown rather than
         // stretching it.
-        if let Some(elapsed) = state.last_triggered.and_then(|t| now.duration_since(t).ok())
+        if let Some(elapsed) = state
+            .last_triggered
+            .and_then(|t| now.duration_since(t).ok())
             && elapsed < cooldown
         {
-            return Refresh::CoolingDown { retry_after: cooldown - elapsed };
+            return Refresh::CoolingDown {
+                retry_after: cooldown - elapsed,
+            };
         }
-        let had_keys = self.current.load().as_ref().is_some_and(|l| !l.set.is_partial());
+        let had_keys = self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|l| !l.set.is_partial());
         // Recorded before fetching: a request cancelled mid-fetch still
         // counts against the cooldown, so dropped connections cannot turn
         // into one fetch each.
@@ -304,7 +335,9 @@ impl KeyStore {
                 }
                 Refresh::Updated
             }
-            Err(_) => Refresh::Failed { retry_after: cooldown },
+            Err(_) => Refresh::Failed {
+                retry_after: cooldown,
+            },
         }
     }
 
@@ -320,28 +353,50 @@ impl KeyStore {
 
     /// One fetch, with everything that follows from its outcome: the new
     /// set, its lifetimes, the next background refresh, logs and health.
-    async fn fetch(&self, remote: &Remote, state: &mut RefreshState, now: SystemTime) -> Result<(), FetchError> {
+    async fn fetch(
+        &self,
+        remote: &Remote,
+        state: &mut RefreshState,
+        now: SystemTime,
+    ) -> Result<(), FetchError> {
         let started = Instant::now();
         let result = self.fetch_set(remote, state, now).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let old = self.current.load_full().filter(|l| !l.set.is_partial());
-        let uri = state.discovered.as_ref().map(|(u, _)| u).or(remote.jwks_uri.as_ref()).map(Url::as_str);
+        let uri = state
+            .discovered
+            .as_ref()
+            .map(|(u, _)| u)
+            .or(remote.jwks_uri.as_ref())
+            .map(Url::as_str);
         match result {
             Ok((set, max_age)) => {
                 let status = if set.is_some() { 200 } else { 304 };
                 let p = &self.policy;
-                let ttl = max_age.unwrap_or(p.default_max_age).clamp(p.min_max_age, p.max_max_age);
+                let ttl = max_age
+                    .unwrap_or(p.default_max_age)
+                    .clamp(p.min_max_age, p.max_max_age);
                 let set = match set {
                     Some(set) => set,
                     // 304: the set we have is current again.
                     None => old.as_ref().map_or_else(KeySet::default, |l| l.set.clone()),
                 };
                 let refresh_at = now + ttl.mul_f64(jitter());
-                let added: Vec<&str> =
-                    set.kids().filter(|k| old.as_ref().is_none_or(|o| !o.set.kids().any(|ok| ok == *k))).collect();
+                let added: Vec<&str> = set
+                    .kids()
+                    .filter(|k| {
+                        old.as_ref()
+                            .is_none_or(|o| !o.set.kids().any(|ok| ok == *k))
+                    })
+                    .collect();
                 let removed: Vec<&str> = old
                     .as_ref()
-                    .map(|o| o.set.kids().filter(|k| !set.kids().any(|nk| nk == *k)).collect())
+                    .map(|o| {
+                        o.set
+                            .kids()
+                            .filter(|k| !set.kids().any(|nk| nk == *k))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 tracing::info!(
                     url = uri,
@@ -351,7 +406,8 @@ impl KeyStore {
                     ?removed,
                     elapsed_ms,
                     ttl_s = ttl.as_secs(),
-                    next_refresh_in_s = refresh_at.duration_since(now).unwrap_or_default().as_secs(),
+                    next_refresh_in_s =
+                        refresh_at.duration_since(now).unwrap_or_default().as_secs(),
                     "JWK set fetched"
                 );
                 let usable_until = now + ttl + p.max_stale;
@@ -362,17 +418,21 @@ impl KeyStore {
                     h.consecutive_failures = 0;
                     h.expires_at = Some(now + ttl);
                     h.usable_until = Some(usable_until);
+                    h.next_refresh = Some(refresh_at);
                     h.fetches += 1;
                 });
-                self.current.store(Some(Arc::new(Loaded { set, usable_until })));
-                self.next_background.store(unix_millis(refresh_at), Ordering::Relaxed);
+                self.current
+                    .store(Some(Arc::new(Loaded { set, usable_until })));
+                self.next_background
+                    .store(unix_millis(refresh_at), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 Ok(())
             }
             Err(e) => {
                 let failures = self.health.borrow().consecutive_failures.saturating_add(1);
                 // 5 s, 10 s, 20 s, … up to 5 minutes between background tries.
-                let backoff = Duration::from_secs(5 << (failures - 1).min(6)).min(Duration::from_secs(300));
+                let backoff =
+                    Duration::from_secs(5 << (failures - 1).min(6)).min(Duration::from_secs(300));
                 let usable = old.as_ref().map(|l| l.usable_until);
                 tracing::error!(
                     url = uri,
@@ -383,12 +443,18 @@ impl KeyStore {
                     serving_previous_keys_until = ?usable,
                     "fetching the JWK set failed; keeping the previous set"
                 );
+                // Any failed fetch starts the cooldown: requests for unknown
+                // kids then fail fast instead of queueing for another try.
+                state.last_triggered = Some(now);
+                let retry = old.is_some().then(|| now + backoff);
                 self.health.send_modify(|h| {
                     h.last_error = Some((now, e.clone()));
                     h.consecutive_failures = failures;
+                    h.next_refresh = retry.or(h.next_refresh);
                 });
-                if self.remote.is_some() && old.is_some() {
-                    self.next_background.store(unix_millis(now + backoff), Ordering::Relaxed);
+                if let Some(retry) = retry {
+                    self.next_background
+                        .store(unix_millis(retry), Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -407,13 +473,25 @@ impl KeyStore {
             (None, Some(issuer)) => self.discover(remote, issuer, state, now).await?,
             (None, None) => return Err(FetchError::InvalidDocument("no JWKS URL".into())),
         };
-        match remote.fetcher.get_conditional(&uri, &state.validators).await? {
+        match remote
+            .fetcher
+            .get_conditional(&uri, &state.validators)
+            .await?
+        {
             Fetched::NotModified { max_age } => Ok((None, max_age)),
-            Fetched::Body { body, validators, max_age } => {
+            Fetched::Body {
+                body,
+                validators,
+                max_age,
+            } => {
                 let (mut set, skipped) = KeySet::parse(&body, &self.algorithms, &self.limits)
                     .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
                 for s in &skipped {
-                    tracing::warn!(kid = s.kid.as_deref(), reason = s.reason, "skipping unusable JWK");
+                    tracing::warn!(
+                        kid = s.kid.as_deref(),
+                        reason = s.reason,
+                        "skipping unusable JWK"
+                    );
                 }
                 if set.is_empty() {
                     return Err(FetchError::NoUsableKeys);
@@ -435,7 +513,9 @@ impl KeyStore {
         now: SystemTime,
     ) -> Result<Url, FetchError> {
         if let Some((uri, at)) = &state.discovered
-            && now.duration_since(*at).is_ok_and(|age| age < self.policy.discovery_max_age)
+            && now
+                .duration_since(*at)
+                .is_ok_and(|age| age < self.policy.discovery_max_age)
         {
             return Ok(uri.clone());
         }
@@ -468,7 +548,8 @@ fn jitter() -> f64 {
 }
 
 fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(NEVER - 1))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(NEVER - 1))
 }
 
 fn far_future() -> SystemTime {

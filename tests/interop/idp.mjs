@@ -1,0 +1,100 @@
+// A real authorization server for tower-bearer's interop tests: panva's
+// oidc-provider (OpenID Certified), configured for the client credentials
+// grant with resource indicators, JWT access tokens signed with RS256,
+// PS256, ES256 and EdDSA, opaque access tokens for a second resource, and
+// token introspection and revocation.
+//
+// Environment:
+//   PORT       port on 127.0.0.1 (0: any free port)
+//   KEYS_FILE  where the signing keys live; created on first start
+//   ROTATE=1   add a new RS256 signing key in front of the old ones
+//
+// Prints `listening on http://127.0.0.1:PORT` once it accepts connections.
+
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+const RESOURCES = {
+  'urn:tower-bearer:rs256': 'RS256',
+  'urn:tower-bearer:ps256': 'PS256',
+  'urn:tower-bearer:es256': 'ES256',
+  'urn:tower-bearer:eddsa': 'EdDSA',
+  'urn:other-api': 'RS256',
+};
+const OPAQUE = 'urn:tower-bearer:opaque';
+const SCOPES = 'read write admin';
+
+function signingKey(type, alg, options) {
+  const { privateKey } = generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid: `${alg}-${randomUUID().slice(0, 8)}` };
+}
+
+const keysFile = process.env.KEYS_FILE;
+if (!keysFile) throw new Error('KEYS_FILE is required');
+let keys = existsSync(keysFile)
+  ? JSON.parse(readFileSync(keysFile, 'utf8'))
+  : [
+    signingKey('rsa', 'RS256', { modulusLength: 2048 }),
+    signingKey('rsa', 'PS256', { modulusLength: 2048 }),
+    signingKey('ec', 'ES256', { namedCurve: 'P-256' }),
+    signingKey('ed25519', 'EdDSA'),
+  ];
+if (process.env.ROTATE === '1') keys = [signingKey('rsa', 'RS256', { modulusLength: 2048 }), ...keys];
+writeFileSync(keysFile, JSON.stringify(keys));
+
+const server = createServer();
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const provider = new Provider(issuer, {
+    jwks: { keys },
+    scopes: SCOPES.split(' '),
+    clients: [
+      {
+        client_id: 'interop-client',
+        client_secret: 'interop-client-secret',
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        scope: SCOPES,
+      },
+      {
+        // The resource server itself, for introspection.
+        client_id: 'resource-server',
+        client_secret: 'resource-server-secret',
+        grant_types: [],
+        redirect_uris: [],
+        response_types: [],
+      },
+    ],
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        useGrantedResource: () => true,
+        getResourceServerInfo(ctx, resource) {
+          if (resource === OPAQUE) {
+            return { scope: SCOPES, accessTokenFormat: 'opaque', accessTokenTTL: 300 };
+          }
+          const alg = RESOURCES[resource];
+          if (!alg) throw new errors.InvalidTarget();
+          return {
+            scope: SCOPES,
+            audience: resource,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 300,
+            jwt: { sign: { alg } },
+          };
+        },
+      },
+    },
+  });
+  provider.proxy = false;
+  server.on('request', provider.callback());
+  console.log(`listening on ${issuer}`);
+});
