@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use crate::config::{Builder, Config};
+use crate::cache::{self, TokenCache};
+use crate::clock::unix_seconds;
+use crate::config::{Builder, Config, ConfigError};
 use crate::error::{AuthError, TokenError};
+use crate::introspect::{self, Introspector};
 use crate::jwks::{FetchError, KeyStore};
 use crate::jwks::{KeyHealth, KeySet};
 use crate::jwt::Jws;
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure};
-use crate::policy::{RequireScopes, ScopePolicy};
+use crate::policy::{RequireActive, RequireScopes, ScopePolicy};
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
 /// it in front of a service.
@@ -28,6 +31,8 @@ pub struct BearerAuth {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     keys: Arc<KeyStore>,
+    cache: Option<Arc<TokenCache>>,
+    introspector: Option<Arc<Introspector>>,
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -42,8 +47,9 @@ impl std::fmt::Debug for BearerAuth {
 /// The outcome of the synchronous fast path.
 pub(crate) enum Quick {
     Done(Result<Principal, AuthError>),
-    /// Keys must be fetched first: finish with [`Shared::validate`].
-    NeedKeys,
+    /// Keys must be fetched, or the token introspected: finish with
+    /// [`Shared::validate`].
+    Pending,
 }
 
 impl BearerAuth {
@@ -52,11 +58,18 @@ impl BearerAuth {
         Builder::default()
     }
 
-    pub(crate) fn new(config: Config, keys: KeyStore) -> Self {
+    pub(crate) fn new(
+        config: Config,
+        keys: KeyStore,
+        cache: Option<Arc<TokenCache>>,
+        introspector: Option<Arc<Introspector>>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
                 keys: Arc::new(keys),
+                cache,
+                introspector,
             }),
             optional: false,
         }
@@ -91,6 +104,23 @@ impl BearerAuth {
         S: Into<String>,
     {
         RequireScopes::new(ScopePolicy::any(scopes), Some(self.shared.clone()))
+    }
+
+    /// A route layer for routes that cannot accept the revocation window:
+    /// every request is checked with the authorization server through
+    /// introspection, even when its JWT validated locally (answers are
+    /// reused for a few seconds, 5 s by default; see
+    /// [`Builder::introspection_cache`](crate::Builder::introspection_cache)).
+    /// Put it behind this layer with axum's `route_layer`.
+    ///
+    /// Fails when introspection is not configured.
+    pub fn require_active(&self) -> Result<RequireActive, ConfigError> {
+        if self.shared.introspector.is_none() {
+            return Err(ConfigError::Introspection(
+                "require_active needs introspection(client_id, secret) on the builder",
+            ));
+        }
+        Ok(RequireActive::new(self.shared.clone()))
     }
 
     /// Fetches the issuer's keys now instead of on first use, and returns
@@ -134,19 +164,82 @@ impl BearerAuth {
 }
 
 impl Shared {
-    /// Validates with the keys at hand, without waiting.
+    /// Validates with what is at hand — the verified-token cache, the
+    /// current keys — without waiting.
     pub(crate) fn validate_now(&self, token: &str) -> Quick {
-        let keys = self.keys.snapshot(self.config.clock.now());
-        let outcome = jwt::validate(&self.config, keys.set(), token);
-        match outcome {
-            Ok(p) => Quick::Done(Ok(p)),
-            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::NeedKeys,
+        if token.len() > self.config.limits.max_token_bytes {
+            return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
+        }
+        if self.introspector.is_some() && !introspect::is_jws_shaped(token) {
+            return Quick::Pending;
+        }
+        let now = self.config.clock.now();
+        let keys = self.keys.snapshot(now);
+        let digest = self.cache.as_ref().map(|_| cache::digest(token));
+        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
+            && let Some(p) = cache.get(digest, keys.set())
+        {
+            return Quick::Done(
+                match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
+                    Ok(()) => self.accept(p, now),
+                    Err(e) => {
+                        cache.invalidate(digest);
+                        Err(self.refuse(e))
+                    }
+                },
+            );
+        }
+        match jwt::validate(&self.config, keys.set(), token) {
+            Ok((p, key)) => {
+                if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+                    cache.insert(digest, p.clone(), key);
+                }
+                Quick::Done(self.accept(p, now))
+            }
+            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::Pending,
             Err(f) => Quick::Done(Err(self.refuse_failure(f))),
         }
     }
 
     pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.with_keys(token, jwt::validate).await
+        if let Quick::Done(result) = self.validate_now(token) {
+            return result;
+        }
+        if let Some(introspector) = &self.introspector
+            && !introspect::is_jws_shaped(token)
+        {
+            let p = introspector
+                .check(&self.config, token, introspector.max_age())
+                .await?;
+            return self.accept(p, self.config.clock.now());
+        }
+        let (p, key) = self.with_keys(token, jwt::validate).await?;
+        if let Some(cache) = &self.cache {
+            cache.insert(cache::digest(token), p.clone(), key);
+        }
+        self.accept(p, self.config.clock.now())
+    }
+
+    /// Asks the authorization server whether `token` is still active,
+    /// reusing an answer a few seconds old (for `require_active` routes).
+    pub(crate) async fn check_active(&self, token: &str) -> Result<(), AuthError> {
+        let Some(introspector) = &self.introspector else {
+            return Err(AuthError::TemporarilyUnavailable {
+                retry_after: self.keys.cooldown(),
+            });
+        };
+        introspector
+            .check(&self.config, token, introspector.active_check_max_age())
+            .await
+            .map(drop)
+    }
+
+    /// The last word on a valid token: the revocation hook.
+    fn accept(&self, p: Principal, now: std::time::SystemTime) -> Result<Principal, AuthError> {
+        match &self.config.revocation {
+            Some(check) if check.is_revoked(&p, now) => Err(self.refuse(TokenError::Revoked)),
+            _ => Ok(p),
+        }
     }
 
     /// Runs `stage` with the current keys; if it needs keys the set lacks,
@@ -168,7 +261,7 @@ impl Shared {
         match stage(&self.config, keys.set(), token) {
             Err(Failure::NoKeys) => {
                 tracing::warn!(?refresh, "no key set available; answering 503");
-                Err(AuthError::KeysUnavailable {
+                Err(AuthError::TemporarilyUnavailable {
                     retry_after: refresh.retry_after(),
                 })
             }
@@ -180,7 +273,7 @@ impl Shared {
         match f {
             Failure::Token(e) => self.refuse(e),
             Failure::UnknownKey => self.refuse(TokenError::UnknownKey),
-            Failure::NoKeys => AuthError::KeysUnavailable {
+            Failure::NoKeys => AuthError::TemporarilyUnavailable {
                 retry_after: self.keys.cooldown(),
             },
         }

@@ -10,9 +10,12 @@ use url::Url;
 
 use crate::alg::Algorithm;
 use crate::auth::BearerAuth;
+use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
 use crate::error::AuthError;
+use crate::introspect::{ClientAuth, IntrospectionConfig, Introspector};
 use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
+use crate::revocation::{RevocationCheck, RevocationList};
 
 /// Leeway applied to `exp` and `nbf`: 60 s, as Envoy and Spring use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -31,6 +34,16 @@ pub const MAX_JWKS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 /// How often the discovery document is fetched again: 24 h.
 pub const DISCOVERY_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Entries of the verified-token cache: 10 000.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 10_000;
+/// Longest a verified token is served from the cache (never past its
+/// `exp`): 5 min.
+pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest an introspection answer is reused for opaque tokens (never past
+/// the token's `exp`): 60 s.
+pub const DEFAULT_INTROSPECTION_MAX_AGE: Duration = Duration::from_secs(60);
+/// Longest an introspection answer is reused on `require_active` routes: 5 s.
+pub const DEFAULT_ACTIVE_CHECK_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// How many claims `require_claims` may name (they are tracked in a bitmask).
 const MAX_REQUIRED_CLAIMS: usize = 64;
@@ -101,6 +114,8 @@ pub(crate) struct Config {
     pub audiences: Option<Box<[Box<str>]>>,
     pub algorithms: Box<[Algorithm]>,
     pub leeway_secs: i64,
+    /// `iat` may be at most this many seconds old, when set.
+    pub max_token_age_secs: Option<i64>,
     pub typ: TokenTypePolicy,
     pub required_claims: Box<[Arc<str>]>,
     pub scope_claims: Box<[Box<str>]>,
@@ -109,6 +124,7 @@ pub(crate) struct Config {
     pub realm: Option<Box<str>>,
     pub cookie: Option<Box<str>>,
     pub responder: Option<ErrorResponder>,
+    pub revocation: Option<Arc<dyn RevocationCheck>>,
 }
 
 impl Config {
@@ -152,6 +168,9 @@ pub enum ConfigError {
     InvalidLimit(&'static str),
     /// The HTTP client could not be built.
     HttpClient(String),
+    /// Introspection is configured inconsistently, or a route needs it and
+    /// it is not configured.
+    Introspection(&'static str),
 }
 
 impl fmt::Display for ConfigError {
@@ -177,6 +196,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
             Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
             Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
+            Self::Introspection(why) => f.write_str(why),
         }
     }
 }
@@ -207,6 +227,12 @@ pub struct Builder {
     fetch_timeout: Duration,
     jwks_max_age: (Duration, Duration, Duration),
     max_stale: Duration,
+    max_token_age: Option<Duration>,
+    token_cache: Option<(u64, Duration)>,
+    introspection: Option<IntrospectionConfig>,
+    introspection_endpoint: Option<String>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    revocation_list: Option<RevocationList>,
     realm: Option<String>,
     cookie: Option<String>,
     responder: Option<ErrorResponder>,
@@ -243,6 +269,12 @@ impl Default for Builder {
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             jwks_max_age: (DEFAULT_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, MAX_JWKS_MAX_AGE),
             max_stale: DEFAULT_MAX_STALE,
+            max_token_age: None,
+            token_cache: Some((DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL)),
+            introspection: None,
+            introspection_endpoint: None,
+            revocation: None,
+            revocation_list: None,
             realm: None,
             cookie: None,
             responder: None,
@@ -389,6 +421,99 @@ impl Builder {
         self
     }
 
+    /// Refuse tokens whose `iat` is older than this (401 `invalid_token`),
+    /// even before their `exp`: a bound on the revocation window for
+    /// issuers that mint long-lived access tokens. Tokens without `iat` are
+    /// then refused. Default: no limit.
+    pub fn max_token_age(mut self, age: Duration) -> Self {
+        self.max_token_age = Some(age);
+        self
+    }
+
+    /// The verified-token cache: a repeated JWT skips the signature check.
+    /// At most `max_entries` tokens (by SHA-256 digest), each for at most
+    /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min.
+    pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
+        self.token_cache = Some((max_entries, max_ttl));
+        self
+    }
+
+    /// Verifies every token's signature, every time.
+    pub fn no_token_cache(mut self) -> Self {
+        self.token_cache = None;
+        self
+    }
+
+    /// Enables RFC 7662 introspection with these client credentials: for
+    /// opaque tokens (anything that is not a three-part JWS), and for
+    /// [`BearerAuth::require_active`] routes. The endpoint comes from the
+    /// discovery document (`introspection_endpoint`) unless
+    /// [`introspection_endpoint`](Self::introspection_endpoint) is given.
+    /// Without introspection, an opaque token is `invalid_token`.
+    pub fn introspection(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.introspection = Some(IntrospectionConfig {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            endpoint: None,
+            auth: ClientAuth::default(),
+            max_age: DEFAULT_INTROSPECTION_MAX_AGE,
+            active_check_max_age: DEFAULT_ACTIVE_CHECK_MAX_AGE,
+            max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+        });
+        self
+    }
+
+    /// The introspection endpoint, instead of discovery.
+    pub fn introspection_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.introspection_endpoint = Some(url.into());
+        self
+    }
+
+    /// How the resource server authenticates to the introspection
+    /// endpoint. Default: [`ClientAuth::Basic`].
+    pub fn introspection_client_auth(mut self, auth: ClientAuth) -> Self {
+        if let Some(i) = &mut self.introspection {
+            i.auth = auth;
+        }
+        self
+    }
+
+    /// How long introspection answers are reused: `max_age` for opaque
+    /// tokens (default 60 s), `active_check_max_age` on `require_active`
+    /// routes (default 5 s). Never past the token's `exp`; inactive answers
+    /// for 10 s.
+    pub fn introspection_cache(
+        mut self,
+        max_age: Duration,
+        active_check_max_age: Duration,
+    ) -> Self {
+        if let Some(i) = &mut self.introspection {
+            i.max_age = max_age;
+            i.active_check_max_age = active_check_max_age;
+        }
+        self
+    }
+
+    /// A revocation check consulted on every request after the signature
+    /// (or the cache); see [`RevocationCheck`].
+    pub fn revocation(mut self, check: impl RevocationCheck) -> Self {
+        self.revocation = Some(Arc::new(check));
+        self
+    }
+
+    /// Like [`revocation`](Self::revocation) for the in-memory
+    /// [`RevocationList`], which also drops matching entries of this
+    /// validator's verified-token cache when it revokes.
+    pub fn revocation_list(mut self, list: RevocationList) -> Self {
+        self.revocation = Some(Arc::new(list.clone()));
+        self.revocation_list = Some(list);
+        self
+    }
+
     /// A `realm` for the `WWW-Authenticate` challenge. Default: none.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         self.realm = Some(realm.into());
@@ -528,6 +653,31 @@ impl Builder {
             return Err(ConfigError::NoKeySource);
         };
 
+        let introspector = match self.introspection {
+            Some(mut i) => {
+                i.endpoint = self
+                    .introspection_endpoint
+                    .as_deref()
+                    .map(checked_url)
+                    .transpose()?;
+                let discovery = match &issuer {
+                    Some(iss) => Some((checked_url(iss)?, iss.clone())),
+                    None => None,
+                };
+                Some(Introspector::new(
+                    i,
+                    discovery,
+                    self.fetch_timeout,
+                    self.limits.max_document_bytes,
+                )?)
+            }
+            None if self.introspection_endpoint.is_some() => {
+                return Err(ConfigError::Introspection(
+                    "introspection_endpoint needs introspection(client_id, secret)",
+                ));
+            }
+            None => None,
+        };
         let (default_max_age, min_max_age, max_max_age) = self.jwks_max_age;
         if min_max_age > max_max_age {
             return Err(ConfigError::InvalidLimit("jwks_max_age min <= max"));
@@ -571,6 +721,9 @@ impl Builder {
             audiences,
             algorithms: algorithms.into(),
             leeway_secs: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+            max_token_age_secs: self
+                .max_token_age
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
             typ: self.typ,
             required_claims: required_claims.into(),
             scope_claims: self.scope_claims.into_iter().map(Box::from).collect(),
@@ -579,8 +732,20 @@ impl Builder {
             realm: self.realm.map(Box::from),
             cookie: self.cookie.map(Box::from),
             responder: self.responder,
+            revocation: self.revocation,
         };
-        Ok(BearerAuth::new(config, keys))
+        let cache = self
+            .token_cache
+            .map(|(entries, ttl)| Arc::new(TokenCache::new(entries, ttl)));
+        if let (Some(list), Some(cache)) = (&self.revocation_list, &cache) {
+            list.attach(cache);
+        }
+        Ok(BearerAuth::new(
+            config,
+            keys,
+            cache,
+            introspector.map(Arc::new),
+        ))
     }
 }
 

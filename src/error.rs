@@ -27,9 +27,10 @@ pub enum AuthError {
     /// The token is valid but lacks scopes this route needs: 403
     /// `insufficient_scope`.
     InsufficientScope(ScopeRequirement),
-    /// The issuer's keys could not be obtained, so no token can be checked
-    /// now: 503 with `Retry-After`. Never turned into a success.
-    KeysUnavailable {
+    /// The token cannot be checked right now — the issuer's keys could not
+    /// be fetched, or the introspection endpoint did not answer: 503 with
+    /// `Retry-After`. Never turned into a success.
+    TemporarilyUnavailable {
         /// When the next attempt to fetch keys may happen.
         retry_after: Duration,
     },
@@ -82,6 +83,11 @@ pub enum TokenError {
     Expired,
     /// `nbf` is in the future, beyond the leeway.
     NotYetValid,
+    /// `iat` is older than the configured maximum token age.
+    TooOld,
+    /// The token was revoked: by the revocation hook, or the authorization
+    /// server's introspection answered `active: false`.
+    Revoked,
     /// A required claim is absent.
     MissingClaim(Arc<str>),
     /// A claim has the wrong JSON type or an impossible value.
@@ -109,7 +115,7 @@ impl AuthError {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Self::KeysUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TemporarilyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -120,7 +126,7 @@ impl AuthError {
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
             Self::InsufficientScope(_) => Some("insufficient_scope"),
-            Self::KeysUnavailable { .. } => Some("temporarily_unavailable"),
+            Self::TemporarilyUnavailable { .. } => Some("temporarily_unavailable"),
         }
     }
 
@@ -134,14 +140,16 @@ impl AuthError {
                 "the token lacks all of the scopes that allow this request"
             }
             Self::InsufficientScope(_) => "the token lacks a scope this request needs",
-            Self::KeysUnavailable { .. } => "the token cannot be checked right now; retry later",
+            Self::TemporarilyUnavailable { .. } => {
+                "the token cannot be checked right now; retry later"
+            }
         })
     }
 
     /// The `WWW-Authenticate` challenge for this error (RFC 6750 §3), or
     /// `None` for errors that are not about the credentials.
     pub fn www_authenticate(&self, realm: Option<&str>) -> Option<HeaderValue> {
-        if matches!(self, Self::KeysUnavailable { .. }) {
+        if matches!(self, Self::TemporarilyUnavailable { .. }) {
             return None;
         }
         let mut params: Vec<String> = Vec::with_capacity(4);
@@ -199,7 +207,7 @@ impl AuthError {
         if let Some(challenge) = self.www_authenticate(realm) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if let Self::KeysUnavailable { retry_after } = self {
+        if let Self::TemporarilyUnavailable { retry_after } = self {
             // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
             let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -237,6 +245,8 @@ impl TokenError {
             Self::BadSignature => "the token signature is invalid",
             Self::Expired => "the token has expired",
             Self::NotYetValid => "the token is not valid yet",
+            Self::TooOld => "the token is too old",
+            Self::Revoked => "the token has been revoked or is no longer active",
             Self::MissingClaim(_) => "the token lacks a required claim",
             Self::InvalidClaim(_) => "the token has a malformed claim",
             Self::WrongIssuer => "the token was issued by an untrusted issuer",
@@ -257,7 +267,9 @@ impl fmt::Display for AuthError {
                 if r.any_of { "one" } else { "all" },
                 r.scopes.join(" ")
             ),
-            Self::KeysUnavailable { .. } => f.write_str("the issuer's keys are unavailable"),
+            Self::TemporarilyUnavailable { .. } => {
+                f.write_str("the token cannot be checked right now")
+            }
         }
     }
 }

@@ -43,7 +43,7 @@ pub struct Bearer<S> {
     auth: BearerAuth,
 }
 
-type Validation = Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send>>;
+pub(crate) type Validation = Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send>>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Bearer<S>
 where
@@ -71,20 +71,14 @@ where
                 ResponseFuture::inner(self.inner.call(req))
             }
             Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e),
-            Quick::NeedKeys => {
+            Quick::Pending => {
                 let token = token.to_owned();
                 let task = shared.clone();
                 let check: Validation = Box::pin(async move { task.validate(&token).await });
                 // Keep the instance that poll_ready drove to readiness.
                 let clone = self.inner.clone();
                 let inner = mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Validating {
-                        check,
-                        pending: Some((inner, req)),
-                        shared: shared.clone(),
-                    },
-                }
+                ResponseFuture::validating(check, inner, req, shared.clone())
             }
         }
     }
@@ -121,6 +115,23 @@ where
     pub(crate) fn inner(fut: S::Future) -> Self {
         Self {
             state: State::Inner { fut },
+        }
+    }
+
+    /// Waits for `check`, then calls `inner` with the principal it yields
+    /// in the request's extensions, or answers its error.
+    pub(crate) fn validating(
+        check: Validation,
+        inner: S,
+        req: Request<B>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Validating {
+                check,
+                pending: Some((inner, req)),
+                shared,
+            },
         }
     }
 

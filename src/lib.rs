@@ -43,13 +43,16 @@
 
 mod alg;
 mod auth;
+mod cache;
 mod clock;
 mod config;
 mod error;
+mod introspect;
 mod jwks;
 mod jwt;
 mod layer;
 mod policy;
+mod revocation;
 mod token;
 
 #[cfg(feature = "axum")]
@@ -66,13 +69,18 @@ pub use alg::{Algorithm, UnknownAlgorithm};
 pub use auth::BearerAuth;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Builder, ConfigError, DEFAULT_FETCH_TIMEOUT, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY,
-    DEFAULT_MAX_STALE, DEFAULT_REFETCH_COOLDOWN, DISCOVERY_MAX_AGE, ErrorResponder, Limits,
-    MAX_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, TokenTypePolicy,
+    Builder, ConfigError, DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT,
+    DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
+    DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL,
+    DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
 pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
+pub use introspect::ClientAuth;
 pub use jwks::{FetchError, JwksError, KeyHealth, KeySet, SkippedKey};
 pub use jwt::Jws;
 pub use jwt::claims::{Claims, Principal, Scopes};
 pub use layer::{Bearer, ResponseBody, ResponseFuture};
-pub use policy::{RequireScopes, RequireScopesService, ScopePolicy};
+pub use policy::{
+    RequireActive, RequireActiveService, RequireScopes, RequireScopesService, ScopePolicy,
+};
+pub use revocation::{RevocationCheck, RevocationList, Revoke};

@@ -14,6 +14,7 @@ use crate::auth::Shared;
 use crate::error::{AuthError, ScopeRequirement};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
+use crate::token;
 
 /// Scopes a route requires: all of a list, or any one of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,5 +142,86 @@ where
                 None => ResponseFuture::refused_with(e.to_response(None)),
             },
         }
+    }
+}
+
+/// A route layer that checks every request's token with the authorization
+/// server (RFC 7662 introspection), for routes that cannot accept the
+/// revocation window of a locally validated JWT. Made by
+/// [`BearerAuth::require_active`](crate::BearerAuth::require_active); put
+/// it behind [`BearerAuth`](crate::BearerAuth).
+///
+/// A token the server reports inactive gets 401 `invalid_token`; an
+/// endpoint that does not answer gets 503 with `Retry-After`.
+#[derive(Clone)]
+pub struct RequireActive {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RequireActive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireActive").finish_non_exhaustive()
+    }
+}
+
+impl RequireActive {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl<S> Layer<S> for RequireActive {
+    type Service = RequireActiveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireActiveService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequireActive`].
+#[derive(Clone)]
+pub struct RequireActiveService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RequireActiveService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireActiveService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireActiveService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        let principal = req.extensions().get::<Principal>().cloned();
+        let token = token::extract(req.headers(), shared.config.cookie.as_deref());
+        let (principal, token) = match (principal, token) {
+            (Some(p), Ok(Some(t))) => (p, t.to_owned()),
+            (_, Err(e)) => return ResponseFuture::refused(shared, &e),
+            _ => return ResponseFuture::refused(shared, &AuthError::MissingToken),
+        };
+        let task = shared.clone();
+        let check = Box::pin(async move { task.check_active(&token).await.map(|()| principal) });
+        // Keep the instance that poll_ready drove to readiness.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::validating(check, inner, req, shared.clone())
     }
 }

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -62,19 +63,26 @@ struct State {
     jwks_fetches: AtomicUsize,
     jwks_not_modified: AtomicUsize,
     discovery_fetches: AtomicUsize,
+    introspections: AtomicUsize,
     next_id: AtomicU64,
+    /// Opaque tokens minted, with their claims.
+    opaque: Mutex<HashMap<String, Map<String, Value>>>,
+    /// Revoked opaque tokens and `jti`s.
+    revoked: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
 struct Faults {
-    jwks: JwksFault,
+    jwks: EndpointFault,
+    introspection: EndpointFault,
     cache_control: Option<String>,
 }
 
-/// How the JWKS endpoint misbehaves; see [`TestIssuer::set_jwks_fault`].
+/// How an endpoint of the test issuer misbehaves; see
+/// [`TestIssuer::set_jwks_fault`] and [`TestIssuer::set_introspection_fault`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum JwksFault {
+pub enum EndpointFault {
     /// Serve the keys. The default.
     #[default]
     None,
@@ -174,7 +182,10 @@ impl TestIssuerBuilder {
             jwks_fetches: AtomicUsize::new(0),
             jwks_not_modified: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
+            introspections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            opaque: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
         });
         state.add_key(self.alg, true).map_err(StartError)?;
         let server = tokio::spawn(serve(listener, state.clone()));
@@ -232,9 +243,38 @@ impl TestIssuer {
         self.state.discovery_fetches.load(Ordering::SeqCst)
     }
 
+    /// How many introspection requests were answered (or faulted).
+    pub fn introspections(&self) -> usize {
+        self.state.introspections.load(Ordering::SeqCst)
+    }
+
+    /// The introspection endpoint (`{issuer}/introspect`, also in the
+    /// discovery document). It accepts the client
+    /// [`INTROSPECTION_CLIENT`](Self::INTROSPECTION_CLIENT) with Basic or
+    /// form credentials.
+    pub fn introspection_endpoint(&self) -> String {
+        format!("{}/introspect", self.state.issuer)
+    }
+
+    /// The client id and secret the introspection endpoint accepts.
+    pub const INTROSPECTION_CLIENT: (&'static str, &'static str) =
+        ("test-resource-server", "test-resource-server-secret");
+
+    /// Revokes a token: introspection answers `active: false` for it from
+    /// now on. Works for opaque tokens and for JWTs (by their `jti`).
+    pub fn revoke(&self, token: &str) {
+        let key = self.state.opaque_or_jti(token);
+        lock(&self.state.revoked).insert(key);
+    }
+
+    /// Makes the introspection endpoint misbehave.
+    pub fn set_introspection_fault(&self, fault: EndpointFault) {
+        self.state.faults().introspection = fault;
+    }
+
     /// Makes the JWKS endpoint misbehave (or behave again, with
-    /// [`JwksFault::None`]).
-    pub fn set_jwks_fault(&self, fault: JwksFault) {
+    /// [`EndpointFault::None`]).
+    pub fn set_jwks_fault(&self, fault: EndpointFault) {
         self.state.faults().jwks = fault;
     }
 
@@ -418,6 +458,16 @@ impl TokenBuilder<'_> {
         self
     }
 
+    /// An opaque token (a random string) carrying these claims, which the
+    /// issuer's introspection endpoint reports; the header is ignored.
+    pub fn opaque(self) -> String {
+        let mut bytes = [0u8; 24];
+        let _ = aws_lc_rs::rand::fill(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        lock(&self.issuer.state.opaque).insert(token.clone(), self.claims);
+        token
+    }
+
     /// The compact JWS.
     pub fn sign(self) -> String {
         self.issuer.sign_raw(
@@ -481,6 +531,90 @@ impl State {
             .collect();
         json!({ "keys": list })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl State {
+    /// What revocation is keyed by: the opaque token, or a JWT's `jti`.
+    fn opaque_or_jti(&self, token: &str) -> String {
+        if lock(&self.opaque).contains_key(token) {
+            return token.to_owned();
+        }
+        jwt_claims(token)
+            .and_then(|c| {
+                c.get("jti")
+                    .and_then(Value::as_str)
+                    .map(|j| format!("jti:{j}"))
+            })
+            .unwrap_or_else(|| token.to_owned())
+    }
+
+    /// The RFC 7662 answer for `token`.
+    fn introspect(&self, token: &str) -> Value {
+        let claims = lock(&self.opaque)
+            .get(token)
+            .cloned()
+            .or_else(|| jwt_claims(token));
+        let revoked = lock(&self.revoked).contains(&self.opaque_or_jti(token));
+        let now = unix_seconds(self.clock.now());
+        match claims {
+            Some(claims)
+                if !revoked
+                    && claims
+                        .get("exp")
+                        .and_then(Value::as_i64)
+                        .is_none_or(|exp| now < exp) =>
+            {
+                let mut answer = claims;
+                answer.insert("active".into(), true.into());
+                answer.entry("token_type").or_insert("Bearer".into());
+                Value::Object(answer)
+            }
+            _ => json!({ "active": false }),
+        }
+    }
+}
+
+/// The claims of a JWT this issuer could have minted (signature unchecked:
+/// the issuer's own endpoint, for tests).
+fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
+    let payload = token.split('.').nth(1)?;
+    match serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The client credentials of an introspection request: Basic, or form.
+fn client_credentials(
+    req: &Request<()>,
+    form: &HashMap<String, String>,
+) -> Option<(String, String)> {
+    if let Some(basic) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        let dec = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        return Some((dec(id)?, dec(secret)?));
+    }
+    Some((
+        form.get("client_id")?.clone(),
+        form.get("client_secret")?.clone(),
+    ))
 }
 
 fn as_object(v: Value) -> Map<String, Value> {
@@ -563,7 +697,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req).await) }
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -589,13 +723,43 @@ fn respond(status: StatusCode, body: Body) -> Response<Body> {
     res
 }
 
-async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
+async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
+        "/introspect" => {
+            state.introspections.fetch_add(1, Ordering::SeqCst);
+            let fault = state.faults().introspection.clone();
+            if let Some(res) = fault_response(&fault).await {
+                return res;
+            }
+            let (parts, body) = req.into_parts();
+            let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+                return respond(StatusCode::BAD_REQUEST, full(""));
+            };
+            let form: HashMap<String, String> = url::form_urlencoded::parse(&body.to_bytes())
+                .into_owned()
+                .collect();
+            let req = Request::from_parts(parts, ());
+            let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+            if client_credentials(&req, &form) != Some((id.to_owned(), secret.to_owned())) {
+                return respond(
+                    StatusCode::UNAUTHORIZED,
+                    full(r#"{"error":"invalid_client"}"#),
+                );
+            }
+            let Some(token) = form.get("token") else {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    full(r#"{"error":"invalid_request"}"#),
+                );
+            };
+            respond(StatusCode::OK, full(state.introspect(token).to_string()))
+        }
         "/.well-known/openid-configuration" => {
             state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
             let doc = json!({
                 "issuer": state.issuer,
                 "jwks_uri": format!("{}/jwks", state.issuer),
+                "introspection_endpoint": format!("{}/introspect", state.issuer),
                 "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
             });
             respond(StatusCode::OK, full(doc.to_string()))
@@ -606,20 +770,8 @@ async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
                 let f = state.faults();
                 (f.jwks.clone(), f.cache_control.clone())
             };
-            match fault {
-                JwksFault::None => {}
-                JwksFault::Status(code) => {
-                    return respond(
-                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        full(""),
-                    );
-                }
-                JwksFault::InvalidJson => return respond(StatusCode::OK, full("{\"keys\": [")),
-                JwksFault::HugeBody(len) => return respond(StatusCode::OK, full(vec![b' '; len])),
-                JwksFault::HugeStream(len) => {
-                    return respond(StatusCode::OK, Body::new(Chunks { left: len }));
-                }
-                JwksFault::Hang => std::future::pending::<()>().await,
+            if let Some(res) = fault_response(&fault).await {
+                return res;
             }
             let body = state.jwks().to_string();
             let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
@@ -645,6 +797,21 @@ async fn route(state: &State, req: &Request<Incoming>) -> Response<Body> {
         }
         _ => respond(StatusCode::NOT_FOUND, full("")),
     }
+}
+
+/// The misbehaving answer for `fault`, or `None` to answer normally.
+async fn fault_response(fault: &EndpointFault) -> Option<Response<Body>> {
+    Some(match fault {
+        EndpointFault::None => return None,
+        EndpointFault::Status(code) => respond(
+            StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            full(""),
+        ),
+        EndpointFault::InvalidJson => respond(StatusCode::OK, full("{\"keys\": [")),
+        EndpointFault::HugeBody(len) => respond(StatusCode::OK, full(vec![b' '; *len])),
+        EndpointFault::HugeStream(len) => respond(StatusCode::OK, Body::new(Chunks { left: *len })),
+        EndpointFault::Hang => std::future::pending().await,
+    })
 }
 
 /// A body of `left` bytes sent in 64 KiB frames without a length, so the

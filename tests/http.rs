@@ -519,6 +519,6 @@ async fn shared_secret_tokens_work_before_and_without_a_jwks_fetch() {
     let rs = idp.token().claim("iss", issuer).claim("aud", "api").sign();
     assert!(matches!(
         auth.validate(&rs).await,
-        Err(AuthError::KeysUnavailable { .. })
+        Err(AuthError::TemporarilyUnavailable { .. })
     ));
 }

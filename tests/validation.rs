@@ -28,7 +28,7 @@ async fn accepts_every_asymmetric_algorithm_found_by_discovery() {
             .validate(&token)
             .await
             .unwrap_or_else(|e| panic!("{alg}: {e}"));
-        assert_eq!(p.algorithm(), *alg);
+        assert_eq!(p.algorithm(), Some(*alg));
         assert_eq!(p.key_id(), Some(kid.as_str()));
         assert_eq!(p.subject(), Some("test-user"));
     }
@@ -54,7 +54,7 @@ async fn accepts_rs256_ps256_and_rs512_with_a_jwk_that_has_no_alg() {
             .validate(&token)
             .await
             .unwrap_or_else(|e| panic!("{alg}: {e}"));
-        assert_eq!(p.algorithm().as_str(), alg);
+        assert_eq!(p.algorithm().map(|a| a.as_str()), Some(alg));
     }
 }
 
@@ -159,7 +159,7 @@ async fn accepts_hs256_only_with_the_configured_secret() {
     let good = format!("{input}.{}", b64(hs256(secret, &input)));
     assert_eq!(
         auth.validate(&good).await.unwrap().algorithm(),
-        Algorithm::HS256
+        Some(Algorithm::HS256)
     );
     let bad = format!(
         "{input}.{}",

@@ -107,9 +107,17 @@ pub(crate) struct Fetcher {
 }
 
 #[derive(Deserialize)]
-struct Metadata {
+struct RawMetadata {
     issuer: String,
     jwks_uri: Option<String>,
+    introspection_endpoint: Option<String>,
+}
+
+/// What discovery tells: the endpoints this crate uses.
+#[derive(Debug, Clone)]
+pub(crate) struct Metadata {
+    pub jwks_uri: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
 }
 
 impl Fetcher {
@@ -161,7 +169,7 @@ impl Fetcher {
         if let Some(modified) = &prev.last_modified {
             req = req.header(http::header::IF_MODIFIED_SINCE, modified.clone());
         }
-        let mut res = req.send().await.map_err(transport)?;
+        let res = req.send().await.map_err(transport)?;
         let max_age = max_age(res.headers());
         if res.status() == http::StatusCode::NOT_MODIFIED
             && (prev.etag.is_some() || prev.last_modified.is_some())
@@ -171,23 +179,11 @@ impl Fetcher {
         if res.status() != http::StatusCode::OK {
             return Err(FetchError::Status(res.status().as_u16()));
         }
-        if res
-            .content_length()
-            .is_some_and(|len| len > self.max_bytes as u64)
-        {
-            return Err(FetchError::TooLarge);
-        }
         let validators = Validators {
             etag: res.headers().get(http::header::ETAG).cloned(),
             last_modified: res.headers().get(http::header::LAST_MODIFIED).cloned(),
         };
-        let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > self.max_bytes {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = self.read_body(res).await?;
         Ok(Fetched::Body {
             body,
             validators,
@@ -199,7 +195,11 @@ impl Fetcher {
     /// (`{issuer}/.well-known/openid-configuration`) first, then RFC 8414
     /// (`/.well-known/oauth-authorization-server{path}`). The document's
     /// `issuer` must equal the configured one exactly.
-    pub(crate) async fn discover(&self, issuer: &Url, expected: &str) -> Result<Url, FetchError> {
+    pub(crate) async fn discover(
+        &self,
+        issuer: &Url,
+        expected: &str,
+    ) -> Result<Metadata, FetchError> {
         let oidc = well_known(issuer, "openid-configuration", false);
         let body = match self.get(&oidc).await {
             Ok(body) => body,
@@ -209,19 +209,82 @@ impl Fetcher {
             }
             Err(e) => return Err(e),
         };
-        let meta: Metadata = serde_json::from_slice(&body)
+        let meta: RawMetadata = serde_json::from_slice(&body)
             .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
         if meta.issuer != expected {
             return Err(FetchError::IssuerMismatch);
         }
-        let jwks_uri = meta
-            .jwks_uri
-            .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))?;
-        let url = Url::parse(&jwks_uri).map_err(|_| FetchError::InsecureUrl)?;
-        if !is_acceptable_url(&url) {
-            return Err(FetchError::InsecureUrl);
+        let checked = |u: Option<String>| -> Result<Option<Url>, FetchError> {
+            u.map(|u| {
+                Url::parse(&u)
+                    .ok()
+                    .filter(is_acceptable_url)
+                    .ok_or(FetchError::InsecureUrl)
+            })
+            .transpose()
+        };
+        Ok(Metadata {
+            jwks_uri: checked(meta.jwks_uri)?,
+            introspection_endpoint: checked(meta.introspection_endpoint)?,
+        })
+    }
+
+    /// POSTs an `application/x-www-form-urlencoded` body, optionally with
+    /// HTTP Basic client authentication (RFC 6749 §2.3.1: id and secret
+    /// form-encoded first), and returns the body of a 200 answer.
+    pub(crate) async fn post_form(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<Vec<u8>, FetchError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = self
+            .client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body);
+        if let Some((id, secret)) = basic {
+            use base64::Engine as _;
+            let enc =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                enc(id),
+                enc(secret)
+            ));
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {credentials}"));
         }
-        Ok(url)
+        let res = req.send().await.map_err(transport)?;
+        if res.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(res.status().as_u16()));
+        }
+        self.read_body(res).await
+    }
+
+    /// Reads a body of at most `max_bytes`, refusing early on a larger
+    /// `Content-Length` and stopping as soon as a streamed body passes it.
+    async fn read_body(&self, mut res: reqwest::Response) -> Result<Vec<u8>, FetchError> {
+        if res
+            .content_length()
+            .is_some_and(|len| len > self.max_bytes as u64)
+        {
+            return Err(FetchError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = res.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > self.max_bytes {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 

@@ -2,12 +2,12 @@
 //! with discovery ([`fetch`]), and keeping the current set for the hot path
 //! ([`store`]).
 
-mod fetch;
+pub(crate) mod fetch;
 mod set;
 pub(crate) mod store;
 
 pub use fetch::FetchError;
 pub use set::{JwksError, KeySet, SkippedKey};
-pub(crate) use set::{Lookup, verify};
+pub(crate) use set::{Key, Lookup, verify};
 pub use store::KeyHealth;
 pub(crate) use store::{KeyPolicy, KeyStore, Source};

@@ -520,7 +520,15 @@ impl KeyStore {
             return Ok(uri.clone());
         }
         let expected = self.issuer.as_deref().unwrap_or(issuer.as_str());
-        match remote.fetcher.discover(issuer, expected).await {
+        let found = remote
+            .fetcher
+            .discover(issuer, expected)
+            .await
+            .and_then(|meta| {
+                meta.jwks_uri
+                    .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))
+            });
+        match found {
             Ok(uri) => {
                 if state.discovered.as_ref().is_none_or(|(old, _)| *old != uri) {
                     state.validators = Validators::default();

@@ -21,7 +21,8 @@ pub struct Claims {
     pub sub: Option<String>,
     /// `aud`: for whom it is meant (a lone string becomes one entry).
     pub aud: Vec<String>,
-    /// `exp`: expiry, seconds since the Unix epoch. Always present.
+    /// `exp`: expiry, seconds since the Unix epoch. Always present in a
+    /// JWT; an introspection answer without `exp` gets `i64::MAX`.
     pub exp: i64,
     /// `nbf`: not before, seconds since the Unix epoch.
     pub nbf: Option<i64>,
@@ -72,7 +73,8 @@ struct Inner {
     claims: Claims,
     scopes: Scopes,
     payload: Box<str>,
-    alg: Algorithm,
+    /// `None` for a token accepted through introspection.
+    alg: Option<Algorithm>,
     kid: Option<Box<str>>,
 }
 
@@ -106,9 +108,16 @@ impl Principal {
             .or(self.0.claims.azp.as_deref())
     }
 
-    /// The algorithm the token was signed with.
-    pub fn algorithm(&self) -> Algorithm {
+    /// The algorithm the token was signed with; `None` when it was
+    /// accepted through introspection.
+    pub fn algorithm(&self) -> Option<Algorithm> {
         self.0.alg
+    }
+
+    /// Whether the token was accepted through RFC 7662 introspection
+    /// rather than validated locally.
+    pub fn is_introspected(&self) -> bool {
+        self.0.alg.is_none()
     }
 
     /// The `kid` of the key that verified the token.
@@ -138,6 +147,8 @@ impl fmt::Debug for Principal {
 
 /// What claim parsing needs from the configuration.
 pub(crate) struct ClaimRules<'a> {
+    /// `exp` must be present (JWTs); introspection answers may omit it.
+    pub require_exp: bool,
     pub scope_claims: &'a [Box<str>],
     pub required: &'a [Arc<str>],
     pub max_audiences: usize,
@@ -148,7 +159,7 @@ pub(crate) struct ClaimRules<'a> {
 pub(crate) fn parse(
     payload: String,
     rules: &ClaimRules<'_>,
-    alg: Algorithm,
+    alg: Option<Algorithm>,
     kid: Option<&str>,
 ) -> Result<Principal, TokenError> {
     let mut out = Parsed::default();
@@ -164,9 +175,11 @@ pub(crate) fn parse(
         return Err(e);
     }
     outcome.map_err(|_| TokenError::Malformed)?;
-    let exp = out
-        .exp
-        .ok_or_else(|| TokenError::MissingClaim(Arc::from("exp")))?;
+    let exp = match (out.exp, rules.require_exp) {
+        (Some(exp), _) => exp,
+        (None, false) => i64::MAX,
+        (None, true) => return Err(TokenError::MissingClaim(Arc::from("exp"))),
+    };
     if let Some(missing) = rules
         .required
         .iter()

@@ -12,7 +12,9 @@ use crate::alg::Algorithm;
 use crate::clock::unix_seconds;
 use crate::config::{Config, TokenTypePolicy};
 use crate::error::TokenError;
-use crate::jwks::{KeySet, Lookup, verify as verify_signature};
+use std::sync::{Arc, Weak};
+
+use crate::jwks::{Key, KeySet, Lookup, verify as verify_signature};
 use claims::{ClaimRules, Principal};
 
 /// Why local validation stopped.
@@ -47,32 +49,48 @@ pub struct Jws {
 }
 
 /// Validates `token` against `keys` under `cfg`: the JWS, then the claims.
+/// Also returns the key that verified it, for the verified-token cache.
 pub(crate) fn validate(
     cfg: &Config,
     keys: Option<&KeySet>,
     token: &str,
-) -> Result<Principal, Failure> {
-    let (alg, kid, payload) = verify(cfg, keys, token)?;
+) -> Result<(Principal, Weak<Key>), Failure> {
+    let (alg, key, payload) = verify(cfg, keys, token)?;
+    let principal = principal_from_claims(cfg, payload, Some(alg), key.kid(), true)?;
+    Ok((principal, Arc::downgrade(key)))
+}
+
+/// Parses and checks a claim set (a JWT payload or an introspection
+/// answer): depth limit, types, required claims, `exp`/`nbf`/`iss`/`aud`,
+/// maximum age.
+pub(crate) fn principal_from_claims(
+    cfg: &Config,
+    json: Vec<u8>,
+    alg: Option<Algorithm>,
+    kid: Option<&str>,
+    require_exp: bool,
+) -> Result<Principal, TokenError> {
     let limits = &cfg.limits;
-    check_depth(&payload, limits.max_json_depth)?;
-    let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
+    check_depth(&json, limits.max_json_depth)?;
+    let json = String::from_utf8(json).map_err(|_| TokenError::Malformed)?;
     let rules = ClaimRules {
+        require_exp,
         scope_claims: &cfg.scope_claims,
         required: &cfg.required_claims,
         max_audiences: limits.max_audiences,
         max_scopes: limits.max_scopes,
     };
-    let principal = claims::parse(payload, &rules, alg, kid)?;
-    check_claims(cfg, principal.claims())?;
+    let principal = claims::parse(json, &rules, alg, kid)?;
+    check_claims(cfg, principal.claims(), require_exp)?;
     Ok(principal)
 }
 
 /// The JWS stage alone, for `BearerAuth::verify_signature_only`.
 pub(crate) fn verify_jws(cfg: &Config, keys: Option<&KeySet>, token: &str) -> Result<Jws, Failure> {
-    let (alg, kid, payload) = verify(cfg, keys, token)?;
+    let (alg, key, payload) = verify(cfg, keys, token)?;
     Ok(Jws {
         alg,
-        kid: kid.map(str::to_owned),
+        kid: key.kid().map(str::to_owned),
         payload,
     })
 }
@@ -83,7 +101,7 @@ fn verify<'k>(
     cfg: &Config,
     keys: Option<&'k KeySet>,
     token: &str,
-) -> Result<(Algorithm, Option<&'k str>, Vec<u8>), Failure> {
+) -> Result<(Algorithm, &'k Arc<Key>, Vec<u8>), Failure> {
     let limits = &cfg.limits;
     if token.len() > limits.max_token_bytes {
         return Err(TokenError::TooLarge.into());
@@ -135,25 +153,52 @@ fn verify<'k>(
     if !verify_signature(key, alg, signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature.into());
     }
-    Ok((alg, key.kid(), payload))
+    Ok((alg, key, payload))
 }
 
-/// `exp`, `nbf`, `iss` and `aud` against the configuration and the clock.
-pub(crate) fn check_claims(cfg: &Config, c: &claims::Claims) -> Result<(), TokenError> {
-    let now = unix_seconds(cfg.clock.now());
-    check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;
+/// `exp`, `nbf`, `iat` age, `iss` and `aud` against the configuration and
+/// the clock. `strict` (JWTs) requires `iss` and `aud`; an introspection
+/// answer may omit them (RFC 7662 §2.2), and they are checked if present.
+pub(crate) fn check_claims(
+    cfg: &Config,
+    c: &claims::Claims,
+    strict: bool,
+) -> Result<(), TokenError> {
+    check_time_claims(cfg, c, unix_seconds(cfg.clock.now()))?;
     if let Some(issuer) = &cfg.issuer
+        && (strict || c.iss.is_some())
         && c.iss.as_deref() != Some(&**issuer)
     {
         return Err(TokenError::WrongIssuer);
     }
     if let Some(audiences) = &cfg.audiences
+        && (strict || !c.aud.is_empty())
         && !c
             .aud
             .iter()
             .any(|a| audiences.iter().any(|want| **want == **a))
     {
         return Err(TokenError::WrongAudience);
+    }
+    Ok(())
+}
+
+/// The claims that depend on the time: `exp`, `nbf`, and the maximum token
+/// age. Checked at validation and again on every cache hit.
+pub(crate) fn check_time_claims(
+    cfg: &Config,
+    c: &claims::Claims,
+    now: i64,
+) -> Result<(), TokenError> {
+    check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;
+    if let Some(max_age) = cfg.max_token_age_secs {
+        // Without `iat` the age is unknown, so the token cannot pass.
+        let iat = c
+            .iat
+            .ok_or_else(|| TokenError::MissingClaim(Arc::from("iat")))?;
+        if now.saturating_sub(iat) > max_age.saturating_add(cfg.leeway_secs) {
+            return Err(TokenError::TooOld);
+        }
     }
     Ok(())
 }

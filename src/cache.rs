@@ -1,0 +1,85 @@
+//! The verified-token cache: a repeated JWT skips the signature check.
+//!
+//! Keyed by the SHA-256 digest of the token, so the cache never holds a
+//! usable token. An entry remembers the key that verified it; a hit counts
+//! only while that very key (not just its `kid`) is still in the current key
+//! set, so a key the issuer removes takes its cached verifications with it.
+//! `exp` and `nbf` are checked against the clock on every hit, and scope
+//! policies and the revocation hook run per request after the cache.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+
+use crate::jwks::{Key, KeySet, Lookup};
+use crate::jwt::claims::Principal;
+
+pub(crate) type Digest = [u8; 32];
+
+/// SHA-256 of a token: what the caches store instead of the token.
+pub(crate) fn digest(token: &str) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+#[derive(Clone)]
+struct Entry {
+    principal: Principal,
+    key: Weak<Key>,
+}
+
+pub(crate) struct TokenCache {
+    entries: moka::sync::Cache<Digest, Entry>,
+}
+
+impl TokenCache {
+    pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(max_ttl)
+            .support_invalidation_closures()
+            .build();
+        Self { entries }
+    }
+
+    /// The cached principal for this token, if its key is still current.
+    /// Time checks are the caller's.
+    pub(crate) fn get(&self, digest: &Digest, keys: Option<&KeySet>) -> Option<Principal> {
+        let entry = self.entries.get(digest)?;
+        let p = &entry.principal;
+        let current = match (keys, p.algorithm()) {
+            (Some(keys), Some(alg)) => match keys.find(p.key_id(), alg) {
+                Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+                _ => false,
+            },
+            _ => false,
+        };
+        if current {
+            Some(entry.principal)
+        } else {
+            self.entries.invalidate(digest);
+            None
+        }
+    }
+
+    pub(crate) fn insert(&self, digest: Digest, principal: Principal, key: Weak<Key>) {
+        self.entries.insert(digest, Entry { principal, key });
+    }
+
+    pub(crate) fn invalidate(&self, digest: &Digest) {
+        self.entries.invalidate(digest);
+    }
+
+    /// Drops every entry whose principal matches.
+    pub(crate) fn invalidate_matching(
+        &self,
+        pred: impl Fn(&Principal) -> bool + Send + Sync + 'static,
+    ) {
+        // Only fails when the builder lacked support_invalidation_closures.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |_, e| pred(&e.principal));
+    }
+}

@@ -1,0 +1,231 @@
+//! RFC 7662 token introspection, with a cache.
+//!
+//! Used for opaque tokens (anything that is not a three-part JWS) when
+//! introspection is configured, and for routes behind
+//! [`BearerAuth::require_active`](crate::BearerAuth::require_active), which
+//! cannot accept the revocation window of a locally validated JWT.
+//!
+//! Answers are cached by the SHA-256 digest of the token (never the token
+//! itself): an active answer until the configured maximum age or the
+//! token's `exp`, whichever comes first; an inactive one for 10 s. All
+//! concurrent requests for one token share a single call. When the endpoint
+//! fails, nothing is cached and the request fails closed with 503.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::cache::{Digest, digest};
+use crate::clock::unix_seconds;
+use crate::config::{Config, ConfigError};
+use crate::error::{AuthError, TokenError};
+use crate::jwks::FetchError;
+use crate::jwks::fetch::Fetcher;
+use crate::jwt::{self, claims::Principal};
+
+/// How the resource server authenticates to the introspection endpoint
+/// (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded id and secret. The default.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// Introspection settings, gathered by the builder.
+#[derive(Clone)]
+pub(crate) struct IntrospectionConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub endpoint: Option<Url>,
+    pub auth: ClientAuth,
+    /// Longest an active answer is reused for opaque tokens.
+    pub max_age: Duration,
+    /// Longest an active answer is reused on `require_active` routes.
+    pub active_check_max_age: Duration,
+    pub max_entries: u64,
+}
+
+/// How long an inactive answer is reused.
+const INACTIVE_MAX_AGE: Duration = Duration::from_secs(10);
+/// `Retry-After` when the endpoint fails.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Answer {
+    verdict: Result<Principal, TokenError>,
+    fetched_at: SystemTime,
+}
+
+pub(crate) struct Introspector {
+    fetcher: Fetcher,
+    cfg: IntrospectionConfig,
+    /// The issuer, to find the endpoint by discovery when none is given.
+    issuer: Option<(Url, String)>,
+    discovered: Mutex<Option<Url>>,
+    cache: moka::future::Cache<Digest, Answer>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    active: bool,
+    token_type: Option<String>,
+}
+
+impl Introspector {
+    pub(crate) fn new(
+        cfg: IntrospectionConfig,
+        issuer: Option<(Url, String)>,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        if cfg.endpoint.is_none() && issuer.is_none() {
+            return Err(ConfigError::NoKeySource);
+        }
+        let cache = moka::future::Cache::builder()
+            .max_capacity(cfg.max_entries)
+            // A memory bound only: freshness is judged by the injected clock.
+            .time_to_live(
+                cfg.max_age
+                    .max(cfg.active_check_max_age)
+                    .max(INACTIVE_MAX_AGE)
+                    * 2,
+            )
+            .build();
+        Ok(Self {
+            fetcher: Fetcher::new(timeout, max_bytes)?,
+            cfg,
+            issuer,
+            discovered: Mutex::new(None),
+            cache,
+        })
+    }
+
+    pub(crate) fn max_age(&self) -> Duration {
+        self.cfg.max_age
+    }
+
+    pub(crate) fn active_check_max_age(&self) -> Duration {
+        self.cfg.active_check_max_age
+    }
+
+    /// Introspects `token`, reusing an answer at most `max_age` old.
+    pub(crate) async fn check(
+        &self,
+        config: &Config,
+        token: &str,
+        max_age: Duration,
+    ) -> Result<Principal, AuthError> {
+        let key = digest(token);
+        let now = config.clock.now();
+        if let Some(answer) = self.cache.get(&key).await {
+            if let Some(verdict) = fresh(&answer, config, now, max_age) {
+                return verdict;
+            }
+            self.cache.invalidate(&key).await;
+        }
+        let call = async {
+            let verdict = self.call(config, token).await?;
+            Ok::<_, FetchError>(Answer {
+                verdict,
+                fetched_at: config.clock.now(),
+            })
+        };
+        match self.cache.try_get_with(key, call).await {
+            Ok(answer) => fresh(&answer, config, now, Duration::MAX)
+                .unwrap_or(Err(AuthError::InvalidToken(TokenError::Expired))),
+            Err(e) => {
+                tracing::error!(error = %e, "token introspection failed; refusing with 503");
+                Err(AuthError::TemporarilyUnavailable {
+                    retry_after: RETRY_AFTER,
+                })
+            }
+        }
+    }
+
+    /// One call to the endpoint. `Err` only when the endpoint could not
+    /// give an answer; an answer that refuses the token is `Ok(Err(_))`.
+    async fn call(
+        &self,
+        config: &Config,
+        token: &str,
+    ) -> Result<Result<Principal, TokenError>, FetchError> {
+        let endpoint = self.endpoint().await?;
+        let (id, secret) = (self.cfg.client_id.as_str(), self.cfg.client_secret.as_str());
+        let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+        let basic = match self.cfg.auth {
+            ClientAuth::Basic => Some((id, secret)),
+            ClientAuth::Post => {
+                form.extend([("client_id", id), ("client_secret", secret)]);
+                None
+            }
+        };
+        let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
+        let status: Status = serde_json::from_slice(&body)
+            .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
+        if !status.active {
+            return Ok(Err(TokenError::Revoked));
+        }
+        // RFC 7662 §2.2: token_type as in RFC 6749 §5.1 ("Bearer"); some
+        // servers say "access_token". A refresh or DPoP token is not one.
+        if let Some(t) = &status.token_type
+            && !(t.eq_ignore_ascii_case("bearer") || t == "access_token")
+        {
+            return Ok(Err(TokenError::WrongType));
+        }
+        Ok(jwt::principal_from_claims(config, body, None, None, false))
+    }
+
+    async fn endpoint(&self) -> Result<Url, FetchError> {
+        if let Some(url) = &self.cfg.endpoint {
+            return Ok(url.clone());
+        }
+        let mut discovered = self.discovered.lock().await;
+        if let Some(url) = &*discovered {
+            return Ok(url.clone());
+        }
+        let Some((issuer, expected)) = &self.issuer else {
+            return Err(FetchError::InvalidDocument(
+                "no introspection endpoint".into(),
+            ));
+        };
+        let meta = self.fetcher.discover(issuer, expected).await?;
+        let url = meta
+            .introspection_endpoint
+            .ok_or_else(|| FetchError::InvalidDocument("no introspection_endpoint".into()))?;
+        *discovered = Some(url.clone());
+        Ok(url)
+    }
+}
+
+/// The cached verdict if it is still usable at `now`: an inactive answer
+/// for 10 s, an active one for `max_age` and never past the token's `exp`
+/// (checked again, with `nbf` and the maximum token age).
+fn fresh(
+    answer: &Answer,
+    config: &Config,
+    now: SystemTime,
+    max_age: Duration,
+) -> Option<Result<Principal, AuthError>> {
+    let age = now.duration_since(answer.fetched_at).unwrap_or_default();
+    match &answer.verdict {
+        Err(e) => (age < INACTIVE_MAX_AGE).then(|| Err(AuthError::InvalidToken(e.clone()))),
+        Ok(p) if age < max_age => Some(
+            jwt::check_time_claims(config, p.claims(), unix_seconds(now))
+                .map(|()| p.clone())
+                .map_err(AuthError::InvalidToken),
+        ),
+        Ok(_) => None,
+    }
+}
+
+/// Whether `token` is shaped like a compact JWS (three segments); anything
+/// else is opaque.
+pub(crate) fn is_jws_shaped(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
