@@ -2,6 +2,7 @@
 //! it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::cache::{self, TokenCache};
 use crate::clock::unix_seconds;
@@ -42,6 +43,16 @@ impl std::fmt::Debug for BearerAuth {
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
+}
+
+/// Counts of expensive work, from [`BearerAuth::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Signature verifications (a verified-token cache hit needs none).
+    pub signatures_verified: u64,
+    /// Calls to the introspection endpoint (cached answers make none).
+    pub introspection_calls: u64,
 }
 
 /// The outcome of the synchronous fast path.
@@ -121,6 +132,15 @@ impl BearerAuth {
             ));
         }
         Ok(RequireActive::new(self.shared.clone()))
+    }
+
+    /// Counts of the expensive work done so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.config.stats;
+        Stats {
+            signatures_verified: c.signatures.load(Ordering::Relaxed),
+            introspection_calls: c.introspections.load(Ordering::Relaxed),
+        }
     }
 
     /// Fetches the issuer's keys now instead of on first use, and returns

@@ -125,6 +125,16 @@ pub(crate) struct Config {
     pub cookie: Option<Box<str>>,
     pub responder: Option<ErrorResponder>,
     pub revocation: Option<Arc<dyn RevocationCheck>>,
+    /// Work counters, for metrics and tests.
+    pub stats: Counters,
+}
+
+/// Counters of the expensive operations: cheap to keep, because each
+/// counts work that costs far more than an atomic increment.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub signatures: std::sync::atomic::AtomicU64,
+    pub introspections: std::sync::atomic::AtomicU64,
 }
 
 impl Config {
@@ -733,6 +743,7 @@ impl Builder {
             cookie: self.cookie.map(Box::from),
             responder: self.responder,
             revocation: self.revocation,
+            stats: Counters::default(),
         };
         let cache = self
             .token_cache

@@ -165,6 +165,10 @@ impl Introspector {
                 None
             }
         };
+        config
+            .stats
+            .introspections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
         let status: Status = serde_json::from_slice(&body)
             .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;

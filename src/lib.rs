@@ -66,7 +66,7 @@ pub mod testing;
 struct ReadmeDoctests;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use auth::BearerAuth;
+pub use auth::{BearerAuth, Stats};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, ConfigError, DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT,

@@ -75,6 +75,8 @@ async fn resource_server(env: &[(&str, &str)]) -> Server {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
+    // Keep reading: a child that logs to stdout dies of EPIPE if nobody does.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Server {
         _child: child,
         base,

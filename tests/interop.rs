@@ -71,6 +71,8 @@ async fn spawn_idp(dir: &Path, port: u16, keys_file: &Path, rotate: bool) -> (Ch
         .strip_prefix("listening on ")
         .expect("the listening line")
         .to_owned();
+    // Keep reading: a child that logs to stdout dies of EPIPE if nobody does.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, issuer)
 }
 
@@ -197,4 +199,42 @@ async fn a_key_rotation_at_the_real_idp_is_picked_up_without_a_restart() {
         auth.validate(&before).await.is_ok(),
         "the old key is still published"
     );
+}
+
+#[tokio::test]
+async fn real_idp_opaque_tokens_are_introspected_and_refused_after_revocation_once_the_cache_expires()
+ {
+    let Some(dir) = interop_dir() else { return };
+    let idp = Idp::start(&dir).await;
+    let clock = tower_bearer::ManualClock::now();
+    let auth = BearerAuth::builder()
+        .issuer(&idp.issuer)
+        .audience("urn:tower-bearer:opaque")
+        .introspection("resource-server", "resource-server-secret")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let token = idp.token("urn:tower-bearer:opaque", "read").await;
+    assert!(!token.contains('.'), "an opaque token");
+    let p = auth.validate(&token).await.unwrap();
+    assert!(p.is_introspected() && p.has_scope("read") && !p.has_scope("write"));
+    assert_eq!(p.client_id(), Some("interop-client"));
+
+    // Revoked at the IdP (RFC 7009): still accepted from the cache until its
+    // answer is older than the configured 60 s, then refused.
+    let res = reqwest::Client::new()
+        .post(format!("{}/token/revocation", idp.issuer))
+        .basic_auth("interop-client", Some("interop-client-secret"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert!(auth.validate(&token).await.is_ok(), "the cached answer");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        auth.validate(&token).await.unwrap_err(),
+        AuthError::InvalidToken(TokenError::Revoked)
+    );
+    assert_eq!(auth.stats().introspection_calls, 2);
 }

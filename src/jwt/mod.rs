@@ -150,6 +150,9 @@ fn verify<'k>(
     let signature = b64_decode(s64)?;
     let payload = b64_decode(p64)?;
     let signing_input = &token[..h64.len() + 1 + p64.len()];
+    cfg.stats
+        .signatures
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if !verify_signature(key, alg, signing_input.as_bytes(), &signature) {
         return Err(TokenError::BadSignature.into());
     }

@@ -1,0 +1,382 @@
+//! Introspection for opaque tokens and `require_active` routes, the
+//! verified-token cache, and revocation controls. Time is a `ManualClock`.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use http::{Request, StatusCode, header};
+use tower::ServiceExt as _;
+use tower_bearer::testing::{EndpointFault, TestIssuer};
+use tower_bearer::{
+    Algorithm, AuthError, BearerAuth, Clock, ManualClock, RevocationList, Revoke, TokenError,
+};
+
+struct Setup {
+    clock: ManualClock,
+    idp: TestIssuer,
+    auth: BearerAuth,
+}
+
+async fn setup() -> Setup {
+    setup_with(|b| b).await
+}
+
+async fn setup_with(f: impl FnOnce(tower_bearer::Builder) -> tower_bearer::Builder) -> Setup {
+    let clock = ManualClock::at_unix(1_800_000_000);
+    let idp = TestIssuer::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    let builder = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .introspection(id, secret)
+        .fetch_timeout(Duration::from_millis(500));
+    let auth = f(builder).build().unwrap();
+    Setup { clock, idp, auth }
+}
+
+fn invalid(e: TokenError) -> AuthError {
+    AuthError::InvalidToken(e)
+}
+
+fn app(auth: &BearerAuth) -> Router {
+    Router::new()
+        .route(
+            "/documents",
+            get(|| async { "ok" }).route_layer(auth.require_all(["read"])),
+        )
+        .route(
+            "/payments",
+            get(|| async { "ok" })
+                .route_layer(auth.require_active().unwrap())
+                .route_layer(auth.require_all(["read"])),
+        )
+        .layer(auth.clone())
+}
+
+async fn status(app: &Router, path: &str, token: &str) -> (StatusCode, Option<String>) {
+    let req = Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let retry_after = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    (res.status(), retry_after)
+}
+
+#[tokio::test]
+async fn an_opaque_token_is_introspected_once_for_twenty_sequential_and_fifty_concurrent_requests()
+{
+    let s = setup().await;
+    let token = s.idp.token().scope("read").opaque();
+    for _ in 0..20 {
+        let p = s.auth.validate(&token).await.unwrap();
+        assert!(p.is_introspected() && p.has_scope("read"));
+    }
+    let other = s.idp.token().scope("read").opaque();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (auth, t) = (s.auth.clone(), other.clone());
+            tokio::spawn(async move { auth.validate(&t).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().is_ok());
+    }
+    assert_eq!(s.idp.introspections(), 2, "one call per token");
+    assert_eq!(s.auth.stats().introspection_calls, 2);
+}
+
+#[tokio::test]
+async fn introspection_answers_are_checked_like_jwt_claims() {
+    let s = setup().await;
+    let revoked = s.idp.token().opaque();
+    s.idp.revoke(&revoked);
+    let now = s.clock.unix_seconds() as i64;
+    let cases = [
+        (revoked, TokenError::Revoked),
+        (
+            s.idp.token().claim("aud", "other-api").opaque(),
+            TokenError::WrongAudience,
+        ),
+        (
+            s.idp.token().claim("iss", "https://evil.example").opaque(),
+            TokenError::WrongIssuer,
+        ),
+        (
+            s.idp.token().claim("nbf", now + 3600).opaque(),
+            TokenError::NotYetValid,
+        ),
+        (
+            s.idp.token().claim("token_type", "refresh_token").opaque(),
+            TokenError::WrongType,
+        ),
+        (
+            s.idp.token().claim("exp", "later").opaque(),
+            TokenError::InvalidClaim("exp"),
+        ),
+    ];
+    for (token, want) in cases {
+        assert_eq!(
+            s.auth.validate(&token).await.unwrap_err(),
+            invalid(want.clone()),
+            "{want:?}"
+        );
+    }
+    // A past exp: the issuer reports such a token inactive.
+    let expired = s.idp.token().claim("exp", now - 10).opaque();
+    assert_eq!(
+        s.auth.validate(&expired).await.unwrap_err(),
+        invalid(TokenError::Revoked)
+    );
+    // Absent iss and aud are fine (RFC 7662 makes them optional).
+    let bare = s
+        .idp
+        .token()
+        .without("iss")
+        .without("aud")
+        .without("exp")
+        .opaque();
+    assert!(s.auth.validate(&bare).await.is_ok());
+}
+
+#[tokio::test]
+async fn over_http_inactive_is_401_and_a_missing_scope_is_403() {
+    let s = setup().await;
+    let app = app(&s.auth);
+    let revoked = s.idp.token().scope("read").opaque();
+    s.idp.revoke(&revoked);
+    assert_eq!(
+        status(&app, "/documents", &revoked).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(&app, "/documents", &s.idp.token().scope("write").opaque())
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&app, "/documents", &s.idp.token().scope("read").opaque())
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_closed_for_opaque_tokens_only() {
+    for fault in [
+        EndpointFault::Status(500),
+        EndpointFault::InvalidJson,
+        EndpointFault::Hang,
+    ] {
+        let s = setup().await;
+        let app = app(&s.auth);
+        s.idp.set_introspection_fault(fault.clone());
+        let opaque = s.idp.token().scope("read").opaque();
+        let (code, retry_after) = status(&app, "/documents", &opaque).await;
+        assert_eq!(
+            (code, retry_after.as_deref()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("5")),
+            "{fault:?}"
+        );
+        // Nothing was cached: the next request tries again.
+        let before = s.idp.introspections();
+        assert_eq!(
+            status(&app, "/documents", &opaque).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(s.idp.introspections(), before + 1, "{fault:?}");
+        // Locally validated JWTs do not care.
+        assert_eq!(
+            status(&app, "/documents", &s.idp.token().scope("read").sign())
+                .await
+                .0,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_jwt_is_refused_at_once_on_require_active_routes_and_accepted_elsewhere_until_exp()
+ {
+    let s = setup().await;
+    let app = app(&s.auth);
+    let jwt = s.idp.token().scope("read").expires_in(600).sign();
+    assert_eq!(status(&app, "/payments", &jwt).await.0, StatusCode::OK);
+    assert_eq!(status(&app, "/documents", &jwt).await.0, StatusCode::OK);
+
+    s.idp.revoke(&jwt);
+    // The require_active answer is reused for 5 s at most.
+    s.clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        status(&app, "/payments", &jwt).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // The revocation window: the ordinary route accepts it until exp.
+    assert_eq!(status(&app, "/documents", &jwt).await.0, StatusCode::OK);
+    s.clock.advance(Duration::from_secs(600 + 60));
+    assert_eq!(
+        status(&app, "/documents", &jwt).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn require_active_needs_introspection() {
+    let auth = BearerAuth::builder()
+        .issuer("https://idp.example")
+        .audience("a")
+        .build()
+        .unwrap();
+    assert!(auth.require_active().is_err());
+}
+
+#[tokio::test]
+async fn an_opaque_token_without_introspection_is_invalid() {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .build()
+        .unwrap();
+    let opaque = idp.token().opaque();
+    assert_eq!(
+        auth.validate(&opaque).await.unwrap_err(),
+        invalid(TokenError::Malformed)
+    );
+    assert_eq!(idp.introspections(), 0);
+}
+
+#[tokio::test]
+async fn a_repeated_jwt_skips_the_signature_until_it_expires_or_its_key_goes() {
+    let s = setup().await;
+    let token = s.idp.token().expires_in(120).sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    let verified = s.auth.stats().signatures_verified;
+    for _ in 0..10 {
+        assert!(s.auth.validate(&token).await.is_ok());
+    }
+    assert_eq!(
+        s.auth.stats().signatures_verified,
+        verified,
+        "cache hits verify nothing"
+    );
+
+    // Expired while cached: refused (exp + 60 s leeway).
+    s.clock.advance(Duration::from_secs(181));
+    assert_eq!(
+        s.auth.validate(&token).await.unwrap_err(),
+        invalid(TokenError::Expired)
+    );
+
+    // The key leaves the key set: the cached verification goes with it.
+    let token = s.idp.token().expires_in(100_000).sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    let old_kid = s.idp.current_kid();
+    s.idp.rotate(Algorithm::ES256);
+    s.idp.unpublish(&old_kid);
+    s.clock.advance(Duration::from_secs(31));
+    assert!(
+        s.auth.validate(&s.idp.token().sign()).await.is_ok(),
+        "refetch brings the new key"
+    );
+    assert_eq!(
+        s.auth.validate(&token).await.unwrap_err(),
+        invalid(TokenError::UnknownKey)
+    );
+}
+
+#[tokio::test]
+async fn the_cache_can_be_turned_off() {
+    let s = setup_with(|b| b.no_token_cache()).await;
+    let token = s.idp.token().sign();
+    for _ in 0..3 {
+        assert!(s.auth.validate(&token).await.is_ok());
+    }
+    assert_eq!(s.auth.stats().signatures_verified, 3);
+}
+
+#[tokio::test]
+async fn a_maximum_token_age_bounds_the_revocation_window() {
+    let s = setup_with(|b| b.max_token_age(Duration::from_secs(300))).await;
+    let token = s.idp.token().expires_in(3600).sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    s.clock.advance(Duration::from_secs(300 + 61));
+    assert_eq!(
+        s.auth.validate(&token).await.unwrap_err(),
+        invalid(TokenError::TooOld),
+        "also on a cache hit"
+    );
+    let no_iat = s.idp.token().without("iat").sign();
+    assert!(matches!(
+        s.auth.validate(&no_iat).await,
+        Err(AuthError::InvalidToken(TokenError::MissingClaim(_)))
+    ));
+}
+
+#[tokio::test]
+async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
+    let list = RevocationList::new();
+    let s = setup_with(|b| b.revocation_list(list.clone())).await;
+    let now = || Clock::now(&s.clock);
+    let mine = s
+        .idp
+        .token()
+        .claim("sub", "alice")
+        .claim("jti", "t-1")
+        .expires_in(100_000)
+        .sign();
+    let theirs = s
+        .idp
+        .token()
+        .claim("sub", "bob")
+        .claim("client_id", "app-2")
+        .expires_in(100_000)
+        .sign();
+    let verified = || s.auth.stats().signatures_verified;
+    assert!(s.auth.validate(&mine).await.is_ok() && s.auth.validate(&theirs).await.is_ok());
+
+    for (what, refused, allowed) in [
+        (Revoke::TokenId("t-1".into()), &mine, &theirs),
+        (Revoke::Subject("bob".into()), &theirs, &mine),
+        (Revoke::Client("app-2".into()), &theirs, &mine),
+    ] {
+        list.revoke(what.clone(), now() + Duration::from_secs(600));
+        let before = verified();
+        assert_eq!(
+            s.auth.validate(refused).await.unwrap_err(),
+            invalid(TokenError::Revoked),
+            "{what:?}"
+        );
+        assert_eq!(
+            verified(),
+            before + 1,
+            "{what:?}: the cached verification was dropped"
+        );
+        assert!(s.auth.validate(allowed).await.is_ok(), "{what:?}");
+        list.unrevoke(&what);
+        assert!(s.auth.validate(refused).await.is_ok());
+    }
+    // A revocation ends when its time is up.
+    list.revoke(
+        Revoke::Subject("alice".into()),
+        now() + Duration::from_secs(60),
+    );
+    assert!(s.auth.validate(&mine).await.is_err());
+    s.clock.advance(Duration::from_secs(61));
+    assert!(s.auth.validate(&mine).await.is_ok());
+    let _ = SystemTime::now();
+}
