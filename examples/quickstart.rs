@@ -42,10 +42,14 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .start()
         .await?;
 
-    // 2. The protected API: one layer, an issuer and an audience.
+    // 2. The protected API: one layer, an issuer and an audience. With
+    //    introspection configured it also takes opaque tokens, and routes
+    //    that cannot accept the revocation window ask the issuer each time.
+    let (client_id, client_secret) = TestIssuer::INTROSPECTION_CLIENT;
     let auth = BearerAuth::builder()
         .issuer(idp.issuer())
         .audience("documents-api")
+        .introspection(client_id, client_secret)
         .build()?;
     let app = Router::new()
         .route(
@@ -55,6 +59,12 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .route(
             "/documents",
             get(|| async { Json(json!([])) }).route_layer(auth.require_all(["read"])),
+        )
+        .route(
+            "/payments",
+            get(|| async { Json(json!([])) })
+                .route_layer(auth.require_active()?)
+                .route_layer(auth.require_all(["read"])),
         )
         .layer(auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -151,6 +161,50 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     println!("    JWKS fetched {refetches} time(s) for the rotation (expected 1)");
     all_ok &= refetches == 1;
 
+    // 4. The revocation window. The issuer revokes a grant: its JWT is still
+    //    accepted on an ordinary route until it expires (no call to the
+    //    issuer), and refused at once on a require_active route, which asks
+    //    the issuer through introspection. Opaque tokens always ask.
+    let jwt = idp.token().scope("read").sign();
+    let opaque = idp.token().scope("read").opaque();
+    let revoked_opaque = idp.token().scope("read").opaque();
+    idp.revoke(&jwt);
+    idp.revoke(&revoked_opaque);
+    println!(
+        "\n    the issuer revokes a grant: its JWT stays valid until exp, except where a route asks"
+    );
+    steps = vec![
+        Step {
+            what: "revoked JWT, ordinary route (the window)",
+            token: Some(jwt.clone()),
+            path: "/documents",
+            expect: 200,
+            expect_error: None,
+        },
+        Step {
+            what: "revoked JWT, require_active route",
+            token: Some(jwt),
+            path: "/payments",
+            expect: 401,
+            expect_error: Some("invalid_token"),
+        },
+        Step {
+            what: "opaque token, checked through introspection",
+            token: Some(opaque),
+            path: "/documents",
+            expect: 200,
+            expect_error: None,
+        },
+        Step {
+            what: "revoked opaque token",
+            token: Some(revoked_opaque),
+            path: "/documents",
+            expect: 401,
+            expect_error: Some("invalid_token"),
+        },
+    ];
+    all_ok &= run_steps(&client, &api, 10, &steps).await?;
+
     println!(
         "\n{}",
         if all_ok {
@@ -188,7 +242,12 @@ async fn run_steps(
             .and_then(|s| s.split('"').next());
         let ok = status == step.expect && error == step.expect_error;
         all_ok &= ok;
-        let expected = format!("{} {}", step.expect, step.expect_error.unwrap_or(""));
+        let expected = format!(
+            "{} {}",
+            step.expect,
+            step.expect_error
+                .unwrap_or(if step.expect == 401 { "(no error)" } else { "" })
+        );
         let got = format!(
             "{status} {}",
             error.unwrap_or(if status == 401 { "(no error)" } else { "" })

@@ -11,6 +11,7 @@
 //! | `ISSUER` | required; keys are found by discovery unless `JWKS_URI` is set |
 //! | `AUDIENCE` | required |
 //! | `JWKS_URI` | optional override of discovery |
+//! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open), `GET /me` (any valid token),
@@ -44,15 +45,18 @@ async fn run() -> Result<(), String> {
     let issuer = var("ISSUER").ok_or("ISSUER is required")?;
     let audience = var("AUDIENCE").ok_or("AUDIENCE is required")?;
     let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
-    if var("INTROSPECTION_URI").is_some() {
-        eprintln!(
-            "resource_server: INTROSPECTION_URI is set, but introspection is not supported yet; opaque tokens will be refused"
-        );
-    }
-
     let mut builder = BearerAuth::builder().issuer(issuer).audience(audience);
     if let Some(jwks) = var("JWKS_URI") {
         builder = builder.jwks_uri(jwks);
+    }
+    if let Some(uri) = var("INTROSPECTION_URI") {
+        let id = var("INTROSPECTION_CLIENT_ID")
+            .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_ID")?;
+        let secret = var("INTROSPECTION_CLIENT_SECRET")
+            .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
+        builder = builder
+            .introspection(id, secret)
+            .introspection_endpoint(uri);
     }
     let auth = builder.build().map_err(|e| e.to_string())?;
 

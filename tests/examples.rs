@@ -181,6 +181,42 @@ async fn resource_server_takes_a_jwks_uri_override() {
 }
 
 #[tokio::test]
+async fn resource_server_accepts_opaque_tokens_through_introspection() {
+    let idp = TestIssuer::builder()
+        .audience("documents-api")
+        .start()
+        .await
+        .unwrap();
+    let endpoint = idp.introspection_endpoint();
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    let server = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "documents-api"),
+        ("INTROSPECTION_URI", &endpoint),
+        ("INTROSPECTION_CLIENT_ID", id),
+        ("INTROSPECTION_CLIENT_SECRET", secret),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let opaque = idp.token().scope("read").claim("sub", "carol").opaque();
+    let res = get("/me", &opaque).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["sub"], "carol");
+    assert_eq!(get("/documents", &opaque).await.unwrap().status(), 200);
+    assert_eq!(get("/admin", &opaque).await.unwrap().status(), 403);
+    let revoked = idp.token().scope("read").opaque();
+    idp.revoke(&revoked);
+    assert_eq!(get("/documents", &revoked).await.unwrap().status(), 401);
+    assert_eq!(idp.introspections(), 2, "one call per token");
+}
+
+#[tokio::test]
 async fn resource_server_refuses_to_start_without_issuer_or_audience() {
     for env in [
         &[("AUDIENCE", "a")][..],
