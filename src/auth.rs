@@ -197,7 +197,7 @@ impl Shared {
         let keys = self.keys.snapshot(now);
         let digest = self.cache.as_ref().map(|_| cache::digest(token));
         if let (Some(cache), Some(digest)) = (&self.cache, &digest)
-            && let Some(p) = cache.get(digest, keys.set())
+            && let Some(p) = cache.get(digest, keys.set(), unix_seconds(now))
         {
             return Quick::Done(
                 match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
@@ -212,7 +212,7 @@ impl Shared {
         match jwt::validate(&self.config, keys.set(), token) {
             Ok((p, key)) => {
                 if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-                    cache.insert(digest, p.clone(), key);
+                    cache.insert(digest, p.clone(), key, unix_seconds(now));
                 }
                 Quick::Done(self.accept(p, now))
             }
@@ -234,10 +234,11 @@ impl Shared {
             return self.accept(p, self.config.clock.now());
         }
         let (p, key) = self.with_keys(token, jwt::validate).await?;
+        let now = self.config.clock.now();
         if let Some(cache) = &self.cache {
-            cache.insert(cache::digest(token), p.clone(), key);
+            cache.insert(cache::digest(token), p.clone(), key, unix_seconds(now));
         }
-        self.accept(p, self.config.clock.now())
+        self.accept(p, now)
     }
 
     /// Asks the authorization server whether `token` is still active,

@@ -28,34 +28,51 @@ pub(crate) fn digest(token: &str) -> Digest {
 struct Entry {
     principal: Principal,
     key: Weak<Key>,
+    /// When it was verified, by the injected clock (Unix seconds).
+    verified_at: i64,
 }
 
 pub(crate) struct TokenCache {
     entries: moka::sync::Cache<Digest, Entry>,
+    max_ttl_secs: i64,
 }
 
 impl TokenCache {
     pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_entries)
-            .time_to_live(max_ttl)
+            // A memory bound only: moka's clock cannot be injected, so the
+            // lifetime is judged on every hit by the configured clock.
+            .time_to_live(max_ttl.saturating_mul(2))
             .support_invalidation_closures()
             .build();
-        Self { entries }
+        let max_ttl_secs = i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX);
+        Self {
+            entries,
+            max_ttl_secs,
+        }
     }
 
-    /// The cached principal for this token, if its key is still current.
-    /// Time checks are the caller's.
-    pub(crate) fn get(&self, digest: &Digest, keys: Option<&KeySet>) -> Option<Principal> {
+    /// The cached principal for this token, if it was verified less than
+    /// the maximum lifetime ago (`now` in Unix seconds) and its key is
+    /// still current. The token's own time claims are the caller's.
+    pub(crate) fn get(
+        &self,
+        digest: &Digest,
+        keys: Option<&KeySet>,
+        now: i64,
+    ) -> Option<Principal> {
         let entry = self.entries.get(digest)?;
         let p = &entry.principal;
-        let current = match (keys, p.algorithm()) {
-            (Some(keys), Some(alg)) => match keys.find(p.key_id(), alg) {
-                Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+        let young = now.saturating_sub(entry.verified_at) < self.max_ttl_secs;
+        let current = young
+            && match (keys, p.algorithm()) {
+                (Some(keys), Some(alg)) => match keys.find(p.key_id(), alg) {
+                    Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+                    _ => false,
+                },
                 _ => false,
-            },
-            _ => false,
-        };
+            };
         if current {
             Some(entry.principal)
         } else {
@@ -64,8 +81,15 @@ impl TokenCache {
         }
     }
 
-    pub(crate) fn insert(&self, digest: Digest, principal: Principal, key: Weak<Key>) {
-        self.entries.insert(digest, Entry { principal, key });
+    pub(crate) fn insert(&self, digest: Digest, principal: Principal, key: Weak<Key>, now: i64) {
+        self.entries.insert(
+            digest,
+            Entry {
+                principal,
+                key,
+                verified_at: now,
+            },
+        );
     }
 
     pub(crate) fn invalidate(&self, digest: &Digest) {

@@ -300,6 +300,23 @@ async fn a_repeated_jwt_skips_the_signature_until_it_expires_or_its_key_goes() {
 }
 
 #[tokio::test]
+async fn a_cached_verification_lives_no_longer_than_the_configured_maximum() {
+    let s = setup_with(|b| b.token_cache(100, Duration::from_secs(120))).await;
+    let token = s.idp.token().expires_in(100_000).sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    s.clock.advance(Duration::from_secs(119));
+    assert!(s.auth.validate(&token).await.is_ok());
+    assert_eq!(s.auth.stats().signatures_verified, 1);
+    s.clock.advance(Duration::from_secs(2));
+    assert!(s.auth.validate(&token).await.is_ok());
+    assert_eq!(
+        s.auth.stats().signatures_verified,
+        2,
+        "verified again after 120 s"
+    );
+}
+
+#[tokio::test]
 async fn the_cache_can_be_turned_off() {
     let s = setup_with(|b| b.no_token_cache()).await;
     let token = s.idp.token().sign();
