@@ -14,7 +14,7 @@ use crate::jwks::{KeyHealth, KeySet};
 use crate::jwt::Jws;
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure};
-use crate::policy::{RequireActive, RequireScopes, ScopePolicy};
+use crate::policy::{MethodScopes, RequireActive, RequireScopes, ScopePolicy};
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
 /// it in front of a service.
@@ -115,6 +115,23 @@ impl BearerAuth {
         S: Into<String>,
     {
         RequireScopes::new(ScopePolicy::any(scopes), Some(self.shared.clone()))
+    }
+
+    /// Scope requirements per gRPC method (or request path), enforced
+    /// behind this layer; errors use this validator's realm and hook.
+    ///
+    /// ```
+    /// # fn f(auth: tower_bearer::BearerAuth) {
+    /// use tower_bearer::ScopePolicy;
+    /// let policies = auth
+    ///     .method_scopes()
+    ///     .method("/grpc.health.v1.Health/Check", ScopePolicy::all(["read"]))
+    ///     .method("/grpc.health.v1.Health/Watch", ScopePolicy::all(["admin"]))
+    ///     .service("acme.orders.v1.Orders", ScopePolicy::any(["orders:read", "orders:admin"]));
+    /// # let _ = policies; }
+    /// ```
+    pub fn method_scopes(&self) -> MethodScopes {
+        MethodScopes::new(Some(self.shared.clone()))
     }
 
     /// A route layer for routes that cannot accept the revocation window:

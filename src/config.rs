@@ -12,7 +12,7 @@ use crate::alg::Algorithm;
 use crate::auth::BearerAuth;
 use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
-use crate::error::AuthError;
+use crate::error::{AuthError, Protocol};
 use crate::introspect::{ClientAuth, IntrospectionConfig, Introspector};
 use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
 use crate::revocation::{RevocationCheck, RevocationList};
@@ -138,8 +138,8 @@ pub(crate) struct Counters {
 }
 
 impl Config {
-    pub(crate) fn error_response(&self, err: &AuthError) -> Response<Bytes> {
-        let res = err.to_response(self.realm.as_deref());
+    pub(crate) fn error_response(&self, err: &AuthError, protocol: Protocol) -> Response<Bytes> {
+        let res = err.respond(self.realm.as_deref(), protocol);
         match &self.responder {
             Some(f) => f(err, res),
             None => res,

@@ -108,7 +108,69 @@ pub struct ScopeRequirement {
     pub any_of: bool,
 }
 
+/// How a refusal is answered: as HTTP (RFC 6750), or as gRPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    /// gRPC when the request says `content-type: application/grpc…` (this
+    /// includes `application/grpc+proto` and gRPC-Web).
+    pub(crate) fn of(headers: &http::HeaderMap) -> Self {
+        let grpc = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc { Self::Grpc } else { Self::Http }
+    }
+}
+
 impl AuthError {
+    /// The gRPC status code this error is answered with: 16
+    /// `UNAUTHENTICATED` for missing or invalid credentials, 7
+    /// `PERMISSION_DENIED` for a missing scope, 14 `UNAVAILABLE` when the
+    /// token cannot be checked now.
+    pub fn grpc_code(&self) -> u8 {
+        match self {
+            Self::MissingToken | Self::InvalidRequest(_) | Self::InvalidToken(_) => 16,
+            Self::InsufficientScope(_) => 7,
+            Self::TemporarilyUnavailable { .. } => 14,
+        }
+    }
+
+    /// The gRPC answer: HTTP 200 with a trailers-only response —
+    /// `grpc-status`, a percent-encoded `grpc-message` saying why (never
+    /// the token), and the RFC 6750 challenge as `www-authenticate`
+    /// metadata — and no body.
+    pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        let mut res = Response::new(Bytes::new());
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_code())),
+        );
+        let message = self.description().unwrap_or("a bearer token is required");
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+            headers.insert("grpc-message", v);
+        }
+        if let Some(challenge) = self.www_authenticate(realm) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        res
+    }
+
+    pub(crate) fn respond(&self, realm: Option<&str>, protocol: Protocol) -> Response<Bytes> {
+        match protocol {
+            Protocol::Http => self.to_response(realm),
+            Protocol::Grpc => self.to_grpc_response(realm),
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -214,6 +276,20 @@ impl AuthError {
         }
         res
     }
+}
+
+/// gRPC's percent-encoding of `grpc-message`: bytes outside printable
+/// ASCII, and `%`, as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl RequestError {

@@ -19,7 +19,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::{BearerAuth, Quick, Shared};
-use crate::error::AuthError;
+use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
 use crate::token;
 
@@ -59,18 +59,19 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.auth.shared;
+        let protocol = Protocol::of(req.headers());
         let token = match token::extract(req.headers(), shared.config.cookie.as_deref()) {
             Ok(Some(token)) => token,
             Ok(None) if self.auth.optional => return ResponseFuture::inner(self.inner.call(req)),
-            Ok(None) => return ResponseFuture::refused(shared, &AuthError::MissingToken),
-            Err(e) => return ResponseFuture::refused(shared, &e),
+            Ok(None) => return ResponseFuture::refused(shared, &AuthError::MissingToken, protocol),
+            Err(e) => return ResponseFuture::refused(shared, &e, protocol),
         };
         match shared.validate_now(token) {
             Quick::Done(Ok(principal)) => {
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e),
+            Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e, protocol),
             Quick::Pending => {
                 let token = token.to_owned();
                 let task = shared.clone();
@@ -103,7 +104,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Inner { #[pin] fut: S::Future },
-        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared> },
+        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol },
         Refused { response: Option<Response<Bytes>> },
     }
 }
@@ -126,17 +127,19 @@ where
         req: Request<B>,
         shared: Arc<Shared>,
     ) -> Self {
+        let protocol = Protocol::of(req.headers());
         Self {
             state: State::Validating {
                 check,
                 pending: Some((inner, req)),
                 shared,
+                protocol,
             },
         }
     }
 
-    pub(crate) fn refused(shared: &Shared, err: &AuthError) -> Self {
-        Self::refused_with(shared.config.error_response(err))
+    pub(crate) fn refused(shared: &Shared, err: &AuthError, protocol: Protocol) -> Self {
+        Self::refused_with(shared.config.error_response(err, protocol))
     }
 
     pub(crate) fn refused_with(response: Response<Bytes>) -> Self {
@@ -171,6 +174,7 @@ where
                     check,
                     pending,
                     shared,
+                    protocol,
                 } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let (mut inner, mut req) = pending
@@ -184,7 +188,7 @@ where
                             }
                         }
                         Err(e) => State::Refused {
-                            response: Some(shared.config.error_response(&e)),
+                            response: Some(shared.config.error_response(&e, *protocol)),
                         },
                     }
                 }

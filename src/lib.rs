@@ -33,6 +33,9 @@
 //! # Features
 //! - `axum`: extractors for [`Principal`] and typed claims
 //!   ([`Claims`](crate::axum::Claims)), and `IntoResponse` for [`AuthError`].
+//! - `tonic`: [`grpc::principal`] for handlers and `From<AuthError>` for
+//!   `tonic::Status`. The layer itself answers gRPC requests the gRPC way
+//!   without it.
 //! - `testing`: [`testing::TestIssuer`], a loopback authorization server
 //!   that mints tokens, for your own tests.
 
@@ -57,6 +60,8 @@ mod token;
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -81,6 +86,7 @@ pub use jwt::Jws;
 pub use jwt::claims::{Claims, Principal, Scopes};
 pub use layer::{Bearer, ResponseBody, ResponseFuture};
 pub use policy::{
-    RequireActive, RequireActiveService, RequireScopes, RequireScopesService, ScopePolicy,
+    MethodScopes, MethodScopesService, RequireActive, RequireActiveService, RequireScopes,
+    RequireScopesService, ScopePolicy,
 };
 pub use revocation::{RevocationCheck, RevocationList, Revoke};

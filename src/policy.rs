@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::Shared;
-use crate::error::{AuthError, ScopeRequirement};
+use crate::error::{AuthError, Protocol, ScopeRequirement};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -137,10 +137,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.layer.policy.check(req.extensions().get::<Principal>()) {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => match &self.layer.shared {
-                Some(shared) => ResponseFuture::refused(shared, &e),
-                None => ResponseFuture::refused_with(e.to_response(None)),
-            },
+            Err(e) => refuse(
+                self.layer.shared.as_deref(),
+                &e,
+                Protocol::of(req.headers()),
+            ),
         }
     }
 }
@@ -214,8 +215,14 @@ where
         let token = token::extract(req.headers(), shared.config.cookie.as_deref());
         let (principal, token) = match (principal, token) {
             (Some(p), Ok(Some(t))) => (p, t.to_owned()),
-            (_, Err(e)) => return ResponseFuture::refused(shared, &e),
-            _ => return ResponseFuture::refused(shared, &AuthError::MissingToken),
+            (_, Err(e)) => return ResponseFuture::refused(shared, &e, Protocol::of(req.headers())),
+            _ => {
+                return ResponseFuture::refused(
+                    shared,
+                    &AuthError::MissingToken,
+                    Protocol::of(req.headers()),
+                );
+            }
         };
         let task = shared.clone();
         let check = Box::pin(async move { task.check_active(&token).await.map(|()| principal) });
@@ -223,5 +230,134 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::validating(check, inner, req, shared.clone())
+    }
+}
+
+/// A refusal answered with the validator's realm and hook when there is one.
+fn refuse<S, B>(
+    shared: Option<&Shared>,
+    err: &AuthError,
+    protocol: Protocol,
+) -> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    match shared {
+        Some(shared) => ResponseFuture::refused(shared, err, protocol),
+        None => ResponseFuture::refused_with(err.respond(None, protocol)),
+    }
+}
+
+/// Scope requirements per gRPC method: a declarative map from method path
+/// (`/package.Service/Method`) to a [`ScopePolicy`], with per-service
+/// defaults and an optional fallback. Works on any request path, so it can
+/// also guard plain HTTP routes by path. Put it behind
+/// [`BearerAuth`](crate::BearerAuth); build it with
+/// [`BearerAuth::method_scopes`](crate::BearerAuth::method_scopes).
+///
+/// A method with no entry, no service default and no fallback needs only a
+/// valid token.
+#[derive(Clone, Default)]
+pub struct MethodScopes {
+    methods: Arc<std::collections::HashMap<String, ScopePolicy>>,
+    services: Arc<std::collections::HashMap<String, ScopePolicy>>,
+    fallback: Option<Arc<ScopePolicy>>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl std::fmt::Debug for MethodScopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodScopes")
+            .field("methods", &self.methods)
+            .field("services", &self.services)
+            .field("fallback", &self.fallback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MethodScopes {
+    pub(crate) fn new(shared: Option<Arc<Shared>>) -> Self {
+        Self {
+            shared,
+            ..Self::default()
+        }
+    }
+
+    /// The policy of one method, by its full path:
+    /// `/grpc.health.v1.Health/Check`.
+    pub fn method(mut self, path: impl Into<String>, policy: ScopePolicy) -> Self {
+        Arc::make_mut(&mut self.methods).insert(path.into(), policy);
+        self
+    }
+
+    /// The policy of every method of a service without its own entry, by
+    /// the service's full name: `grpc.health.v1.Health`.
+    pub fn service(mut self, name: impl Into<String>, policy: ScopePolicy) -> Self {
+        Arc::make_mut(&mut self.services).insert(name.into(), policy);
+        self
+    }
+
+    /// The policy of every method matched by nothing else.
+    pub fn otherwise(mut self, policy: ScopePolicy) -> Self {
+        self.fallback = Some(Arc::new(policy));
+        self
+    }
+
+    /// The policy that applies to `path`, if any.
+    pub fn policy_for(&self, path: &str) -> Option<&ScopePolicy> {
+        self.methods
+            .get(path)
+            .or_else(|| {
+                let service = path.strip_prefix('/')?.split_once('/')?.0;
+                self.services.get(service)
+            })
+            .or(self.fallback.as_deref())
+    }
+}
+
+impl<S> Layer<S> for MethodScopes {
+    type Service = MethodScopesService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MethodScopesService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`MethodScopes`].
+#[derive(Clone, Debug)]
+pub struct MethodScopesService<S> {
+    inner: S,
+    layer: MethodScopes,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MethodScopesService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let verdict = match self.layer.policy_for(req.uri().path()) {
+            Some(policy) => policy.check(req.extensions().get::<Principal>()),
+            None if req.extensions().get::<Principal>().is_some() => Ok(()),
+            None => Err(AuthError::MissingToken),
+        };
+        match verdict {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => refuse(
+                self.layer.shared.as_deref(),
+                &e,
+                Protocol::of(req.headers()),
+            ),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The examples as their users run them: real processes, real loopback
 //! HTTP. `cargo test` builds the examples before running this file.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,29 +11,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tower_bearer::testing::TestIssuer;
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo test`, which builds the examples",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test]
 async fn quickstart_exits_zero() {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        Command::new(example("quickstart"))
+        Command::new(common::example("quickstart"))
             .kill_on_drop(true)
             .output(),
     )
@@ -55,7 +38,7 @@ struct Server {
 }
 
 async fn resource_server(env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(example("resource_server"));
+    let mut cmd = Command::new(common::example("resource_server"));
     cmd.env_clear()
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .kill_on_drop(true)
@@ -223,7 +206,7 @@ async fn resource_server_refuses_to_start_without_issuer_or_audience() {
         &[("ISSUER", "https://idp.example")],
         &[("ISSUER", "http://idp.example"), ("AUDIENCE", "a")],
     ] {
-        let mut cmd = Command::new(example("resource_server"));
+        let mut cmd = Command::new(common::example("resource_server"));
         cmd.env_clear().kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);

@@ -71,3 +71,22 @@ impl Setup {
         }
     }
 }
+
+/// A built example binary: `cargo test` builds the examples before it runs
+/// the tests (target/<profile>/deps/<test> → target/<profile>/examples/).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
