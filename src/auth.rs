@@ -194,6 +194,18 @@ impl BearerAuth {
     /// the supported API: it exists so that conformance vectors and fuzzers
     /// exercise the exact signature stage the layer runs. Use
     /// [`validate`](Self::validate).
+    /// Reads a raw introspection answer as the introspection client does.
+    /// Not part of the supported API: for fuzzing the answer parser.
+    #[doc(hidden)]
+    pub fn parse_introspection_answer(&self, body: &[u8]) -> Result<Principal, AuthError> {
+        match introspect::parse_answer(&self.shared.config, body.to_vec()) {
+            Ok(verdict) => verdict.map_err(AuthError::InvalidToken),
+            Err(_) => Err(AuthError::TemporarilyUnavailable {
+                retry_after: self.shared.keys.cooldown(),
+            }),
+        }
+    }
+
     #[doc(hidden)]
     pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
         self.shared.with_keys(token, jwt::verify_jws).await

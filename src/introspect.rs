@@ -170,19 +170,7 @@ impl Introspector {
             .introspections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
-        let status: Status = serde_json::from_slice(&body)
-            .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
-        if !status.active {
-            return Ok(Err(TokenError::Revoked));
-        }
-        // RFC 7662 §2.2: token_type as in RFC 6749 §5.1 ("Bearer"); some
-        // servers say "access_token". A refresh or DPoP token is not one.
-        if let Some(t) = &status.token_type
-            && !(t.eq_ignore_ascii_case("bearer") || t == "access_token")
-        {
-            return Ok(Err(TokenError::WrongType));
-        }
-        Ok(jwt::principal_from_claims(config, body, None, None, false))
+        parse_answer(config, body)
     }
 
     async fn endpoint(&self) -> Result<Url, FetchError> {
@@ -226,6 +214,29 @@ fn fresh(
         ),
         Ok(_) => None,
     }
+}
+
+/// Reads an introspection answer (RFC 7662 §2.2). `Err` when it is not a
+/// valid answer at all (the endpoint is broken: fail closed); `Ok(Err(_))`
+/// when it refuses the token: inactive, another token type, or claims that
+/// fail the checks a JWT's claims would.
+pub(crate) fn parse_answer(
+    config: &Config,
+    body: Vec<u8>,
+) -> Result<Result<Principal, TokenError>, FetchError> {
+    let status: Status =
+        serde_json::from_slice(&body).map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
+    if !status.active {
+        return Ok(Err(TokenError::Revoked));
+    }
+    // RFC 7662 §2.2: token_type as in RFC 6749 §5.1 ("Bearer"); some
+    // servers say "access_token". A refresh or DPoP token is not one.
+    if let Some(t) = &status.token_type
+        && !(t.eq_ignore_ascii_case("bearer") || t == "access_token")
+    {
+        return Ok(Err(TokenError::WrongType));
+    }
+    Ok(jwt::principal_from_claims(config, body, None, None, false))
 }
 
 /// Whether `token` is shaped like a compact JWS (three segments); anything

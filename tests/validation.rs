@@ -712,6 +712,64 @@ async fn rejects_deeply_nested_json_and_oversized_tokens() {
 }
 
 #[tokio::test]
+async fn every_limit_is_configurable() {
+    let s = Setup::new().await;
+    let tight = Limits {
+        max_json_depth: 2,
+        max_kid_bytes: 5, // "key-1" fits
+        max_audiences: 1,
+        max_scopes: 2,
+        ..Limits::default()
+    };
+    let auth = BearerAuth::builder()
+        .issuer(s.idp.issuer())
+        .audience(s.idp.audience())
+        .limits(tight.clone())
+        .build()
+        .unwrap();
+    let refused = |t: String| {
+        let auth = auth.clone();
+        async move {
+            match auth.validate(&t).await {
+                Err(AuthError::InvalidToken(e)) => e,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert!(matches!(
+        refused(s.idp.token().claim("x", json!([[1]])).sign()).await,
+        TokenError::LimitExceeded(_)
+    ));
+    assert!(matches!(
+        refused(s.idp.token().header("kid", "key-12").sign()).await,
+        TokenError::LimitExceeded(_)
+    ));
+    let two_auds = s
+        .idp
+        .token()
+        .claim("aud", json!([s.idp.audience(), "b"]))
+        .sign();
+    assert_eq!(
+        refused(two_auds).await,
+        TokenError::LimitExceeded("aud entries")
+    );
+    assert_eq!(
+        refused(s.idp.token().scope("a b c").sign()).await,
+        TokenError::LimitExceeded("scopes")
+    );
+    // The JWKS limit, at parse time.
+    let jwks = s.idp.jwks_json();
+    let one_key = Limits {
+        max_jwks_keys: 1,
+        ..Limits::default()
+    };
+    assert!(
+        tower_bearer::KeySet::parse(jwks.as_bytes(), &Algorithm::DEFAULT_ALLOWED, &one_key)
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn audience_and_scope_counts_are_limited() {
     let s = Setup::new().await;
     let auds: Vec<String> = (0..33).map(|i| format!("aud-{i}")).collect();

@@ -1,0 +1,32 @@
+//! Introspection answer parsing: any bytes give a principal, a refusal, or
+//! "endpoint broken" — never a panic — and whatever is accepted says
+//! `active: true` and passes the configured audience.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use tower_bearer::{BearerAuth, ManualClock};
+
+fn auth() -> &'static BearerAuth {
+    static A: OnceLock<BearerAuth> = OnceLock::new();
+    A.get_or_init(|| {
+        BearerAuth::builder()
+            .issuer("https://issuer.example")
+            .audience("api")
+            .introspection("rs", "secret")
+            .introspection_endpoint("https://issuer.example/introspect")
+            .clock(ManualClock::at_unix(1_700_000_000))
+            .build()
+            .unwrap()
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(p) = auth().parse_introspection_answer(data) {
+        let answer: serde_json::Value = serde_json::from_slice(data).unwrap();
+        assert_eq!(answer["active"], serde_json::Value::Bool(true));
+        let aud = &p.claims().aud;
+        assert!(aud.is_empty() || aud.iter().any(|a| a == "api"));
+    }
+});
