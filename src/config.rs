@@ -639,18 +639,9 @@ impl Builder {
         algorithms.dedup();
 
         let source = if let Some(json) = &self.static_jwks {
-            let (mut set, skipped) =
-                KeySet::parse(json, &algorithms, &self.limits).map_err(ConfigError::Jwks)?;
-            for s in &skipped {
-                tracing::warn!(
-                    kid = s.kid.as_deref(),
-                    reason = s.reason,
-                    "skipping unusable JWK"
-                );
-            }
-            if set.is_empty() {
-                return Err(ConfigError::NoUsableKeys);
-            }
+            let mut set = KeySet::parse_usable(json, &algorithms, &self.limits)
+                .map_err(ConfigError::Jwks)?
+                .ok_or(ConfigError::NoUsableKeys)?;
             set.extend(&secrets);
             Source::Static(set)
         } else if let Some(uri) = &self.jwks_uri {

@@ -397,3 +397,25 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
     assert!(s.auth.validate(&mine).await.is_ok());
     let _ = SystemTime::now();
 }
+
+/// Fuzz finding 1 (`fuzz/artifacts/introspection_response/crash-780d…`):
+/// an answer whose unknown members hold numbers out of `f64` range. The
+/// harness assumed serde_json::Value could re-read every accepted answer;
+/// the parser skips unknown members without reading them, as it does for
+/// unknown JWT claims, and checks every member it uses.
+#[test]
+fn an_answer_with_an_out_of_range_number_in_an_unknown_member_is_read_without_it() {
+    let auth = BearerAuth::builder()
+        .issuer("https://issuer.example")
+        .audience("api")
+        .introspection("rs", "secret")
+        .introspection_endpoint("https://issuer.example/introspect")
+        .build()
+        .unwrap();
+    let found = br#"{"active":true,":iss":"119audh;ttps:ampHe","aud":["api"],",Is":1e1615}"#;
+    let p = auth.parse_introspection_answer(found).unwrap();
+    assert_eq!(p.claims().aud, ["api"]);
+    // In a member that is used, the same number is refused.
+    let used = br#"{"active":true,"aud":["api"],"exp":1e1615}"#;
+    assert!(auth.parse_introspection_answer(used).is_err());
+}

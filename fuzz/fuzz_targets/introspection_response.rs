@@ -24,8 +24,11 @@ fn auth() -> &'static BearerAuth {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = auth().parse_introspection_answer(data) {
-        let answer: serde_json::Value = serde_json::from_slice(data).unwrap();
-        assert_eq!(answer["active"], serde_json::Value::Bool(true));
+        // Members the parser skips are not range-checked, so the answer may
+        // hold numbers serde_json::Value refuses (fuzz finding 1).
+        if let Ok(answer) = serde_json::from_slice::<serde_json::Value>(data) {
+            assert_eq!(answer["active"], serde_json::Value::Bool(true));
+        }
         let aud = &p.claims().aud;
         assert!(aud.is_empty() || aud.iter().any(|a| a == "api"));
     }

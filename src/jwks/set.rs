@@ -161,6 +161,24 @@ impl KeySet {
         Ok((set, skipped))
     }
 
+    /// [`parse`](Self::parse), logging each skipped key as a warning;
+    /// `Ok(None)` when no key is usable.
+    pub(crate) fn parse_usable(
+        json: &[u8],
+        allowed: &[Algorithm],
+        limits: &Limits,
+    ) -> Result<Option<Self>, JwksError> {
+        let (set, skipped) = Self::parse(json, allowed, limits)?;
+        for s in &skipped {
+            tracing::warn!(
+                kid = s.kid.as_deref(),
+                reason = s.reason,
+                "skipping unusable JWK"
+            );
+        }
+        Ok((!set.is_empty()).then_some(set))
+    }
+
     /// A set holding one shared secret for HMAC algorithms.
     pub(crate) fn insert_secret(&mut self, alg: Algorithm, secret: &[u8]) {
         let hmac_alg = match alg {

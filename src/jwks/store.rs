@@ -484,18 +484,9 @@ impl KeyStore {
                 validators,
                 max_age,
             } => {
-                let (mut set, skipped) = KeySet::parse(&body, &self.algorithms, &self.limits)
-                    .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
-                for s in &skipped {
-                    tracing::warn!(
-                        kid = s.kid.as_deref(),
-                        reason = s.reason,
-                        "skipping unusable JWK"
-                    );
-                }
-                if set.is_empty() {
-                    return Err(FetchError::NoUsableKeys);
-                }
+                let mut set = KeySet::parse_usable(&body, &self.algorithms, &self.limits)
+                    .map_err(|e| FetchError::InvalidDocument(e.to_string()))?
+                    .ok_or(FetchError::NoUsableKeys)?;
                 set.extend(&remote.secrets);
                 state.validators = validators;
                 Ok((Some(set), max_age))

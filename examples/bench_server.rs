@@ -1,0 +1,48 @@
+//! The end-to-end benchmark target of `scripts/bench-report`: an axum
+//! server with an open route (`/open`) and an authenticated one (`/auth`)
+//! behind tower-bearer, keys from a loopback `TestIssuer`. It writes
+//! `TOKENS` distinct tokens (default 1000), one per line, to the file named
+//! by `TOKENS_FILE`, then prints `listening on http://ADDR`.
+
+use axum::Router;
+use axum::routing::get;
+use tower_bearer::testing::TestIssuer;
+use tower_bearer::{BearerAuth, Principal};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let idp = TestIssuer::start().await?;
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .jwks_json(idp.jwks_json())
+        .build()?;
+    let count: usize = std::env::var("TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let tokens: Vec<String> = (0..count)
+        .map(|i| {
+            idp.token()
+                .scope("read write")
+                .claim("n", i)
+                .expires_in(86_400)
+                .sign()
+        })
+        .collect();
+    std::fs::write(std::env::var("TOKENS_FILE")?, tokens.join("\n") + "\n")?;
+
+    let app = Router::new()
+        .route(
+            "/auth",
+            get(|p: Principal| async move { if p.has_scope("read") { "ok" } else { "no" } }),
+        )
+        .layer(auth)
+        .route("/open", get(|| async { "ok" }));
+    let listener =
+        tokio::net::TcpListener::bind(std::env::var("LISTEN_ADDR").unwrap_or("127.0.0.1:0".into()))
+            .await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
