@@ -366,20 +366,9 @@ async fn health_reports_the_key_set() {
 
 #[tokio::test]
 async fn key_rotation_is_picked_up_with_one_fetch_and_unknown_kids_respect_the_cooldown() {
-    let clock = ManualClock::now();
-    let idp = TestIssuer::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
-    let auth = BearerAuth::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .refetch_cooldown(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    assert!(auth.validate(&idp.token().sign()).await.is_ok());
+    let Setup {
+        clock, idp, auth, ..
+    } = setup().await;
     assert_eq!(idp.jwks_fetches(), 1, "keys are fetched on first use");
 
     idp.rotate(Algorithm::ES256);
@@ -410,19 +399,9 @@ async fn key_rotation_is_picked_up_with_one_fetch_and_unknown_kids_respect_the_c
 
 #[tokio::test]
 async fn a_cancelled_refetch_still_counts_against_the_cooldown() {
-    let clock = ManualClock::now();
-    let idp = TestIssuer::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
-    let auth = BearerAuth::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    assert!(auth.validate(&idp.token().sign()).await.is_ok());
+    let Setup {
+        clock, idp, auth, ..
+    } = setup().await;
     idp.rotate(Algorithm::ES256);
     let token = idp.token().sign();
     // Start the refetch the new kid needs, and drop the request while the
