@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::cache::{self, TokenCache};
+use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
 use crate::config::{Builder, Config, ConfigError};
 use crate::error::{AuthError, TokenError};
@@ -224,15 +224,14 @@ impl Shared {
         }
         let now = self.config.clock.now();
         let keys = self.keys.snapshot(now);
-        let digest = self.cache.as_ref().map(|_| cache::digest(token));
-        if let (Some(cache), Some(digest)) = (&self.cache, &digest)
-            && let Some(p) = cache.get(digest, keys.set(), unix_seconds(now))
+        if let Some(cache) = &self.cache
+            && let Some(p) = cache.get(token, keys.set(), unix_seconds(now))
         {
             return Quick::Done(
                 match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
                     Ok(()) => self.accept(p, now),
                     Err(e) => {
-                        cache.invalidate(digest);
+                        cache.invalidate(token);
                         Err(self.refuse(e))
                     }
                 },
@@ -240,8 +239,8 @@ impl Shared {
         }
         match jwt::validate(&self.config, keys.set(), token) {
             Ok((p, key)) => {
-                if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-                    cache.insert(digest, p.clone(), key, unix_seconds(now));
+                if let Some(cache) = &self.cache {
+                    cache.insert(token, p.clone(), key, unix_seconds(now));
                 }
                 Quick::Done(self.accept(p, now))
             }
@@ -265,7 +264,7 @@ impl Shared {
         let (p, key) = self.with_keys(token, jwt::validate).await?;
         let now = self.config.clock.now();
         if let Some(cache) = &self.cache {
-            cache.insert(cache::digest(token), p.clone(), key, unix_seconds(now));
+            cache.insert(token, p.clone(), key, unix_seconds(now));
         }
         self.accept(p, now)
     }

@@ -1,7 +1,10 @@
 //! The verified-token cache: a repeated JWT skips the signature check.
 //!
-//! Keyed by the SHA-256 digest of the token, so the cache never holds a
-//! usable token. An entry remembers the key that verified it; a hit counts
+//! Keyed by the token itself (moka hashes it with a randomly keyed
+//! SipHash): a digest would cost more than the whole hit on machines
+//! without SHA instructions. Entries therefore hold tokens, as the
+//! requests that carry them do; they are bounded in number and lifetime.
+//! An entry remembers the key that verified it; a hit counts
 //! only while that very key (not just its `kid`) is still in the current key
 //! set, so a key the issuer removes takes its cached verifications with it.
 //! `exp` and `nbf` are checked against the clock on every hit, and scope
@@ -17,7 +20,7 @@ use crate::jwt::claims::Principal;
 
 pub(crate) type Digest = [u8; 32];
 
-/// SHA-256 of a token: what the caches store instead of the token.
+/// SHA-256 of a token: what the introspection cache stores instead of it.
 pub(crate) fn digest(token: &str) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
@@ -33,7 +36,7 @@ struct Entry {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Digest, Entry>,
+    entries: moka::sync::Cache<Arc<str>, Entry>,
     max_ttl_secs: i64,
 }
 
@@ -56,13 +59,8 @@ impl TokenCache {
     /// The cached principal for this token, if it was verified less than
     /// the maximum lifetime ago (`now` in Unix seconds) and its key is
     /// still current. The token's own time claims are the caller's.
-    pub(crate) fn get(
-        &self,
-        digest: &Digest,
-        keys: Option<&KeySet>,
-        now: i64,
-    ) -> Option<Principal> {
-        let entry = self.entries.get(digest)?;
+    pub(crate) fn get(&self, token: &str, keys: Option<&KeySet>, now: i64) -> Option<Principal> {
+        let entry = self.entries.get(token)?;
         let p = &entry.principal;
         let young = now.saturating_sub(entry.verified_at) < self.max_ttl_secs;
         let current = young
@@ -76,14 +74,14 @@ impl TokenCache {
         if current {
             Some(entry.principal)
         } else {
-            self.entries.invalidate(digest);
+            self.entries.invalidate(token);
             None
         }
     }
 
-    pub(crate) fn insert(&self, digest: Digest, principal: Principal, key: Weak<Key>, now: i64) {
+    pub(crate) fn insert(&self, token: &str, principal: Principal, key: Weak<Key>, now: i64) {
         self.entries.insert(
-            digest,
+            Arc::from(token),
             Entry {
                 principal,
                 key,
@@ -92,8 +90,8 @@ impl TokenCache {
         );
     }
 
-    pub(crate) fn invalidate(&self, digest: &Digest) {
-        self.entries.invalidate(digest);
+    pub(crate) fn invalidate(&self, token: &str) {
+        self.entries.invalidate(token);
     }
 
     /// Drops every entry whose principal matches.

@@ -172,14 +172,17 @@ impl Refresh {
 
 /// The current keys as one request sees them.
 pub(crate) struct Snapshot {
-    loaded: Option<Arc<Loaded>>,
+    /// A guard, not an `Arc` clone: no shared counter is written per
+    /// request, so threads do not contend on it.
+    loaded: arc_swap::Guard<Option<Arc<Loaded>>>,
+    usable: bool,
     /// The generation the snapshot was taken at.
     pub(crate) generation: u64,
 }
 
 impl Snapshot {
     pub(crate) fn set(&self) -> Option<&KeySet> {
-        self.loaded.as_ref().map(|l| &l.set)
+        self.loaded.as_ref().filter(|_| self.usable).map(|l| &l.set)
     }
 }
 
@@ -255,11 +258,16 @@ impl KeyStore {
     /// refresh when one is due; never waits for it.
     pub(crate) fn snapshot(self: &Arc<Self>, now: SystemTime) -> Snapshot {
         let generation = self.generation.load(Ordering::Acquire);
-        let loaded = self.current.load_full().filter(|l| now < l.usable_until);
+        let loaded = self.current.load();
+        let usable = loaded.as_ref().is_some_and(|l| now < l.usable_until);
         if unix_millis(now) >= self.next_background.load(Ordering::Relaxed) {
             self.spawn_background_refresh();
         }
-        Snapshot { loaded, generation }
+        Snapshot {
+            loaded,
+            usable,
+            generation,
+        }
     }
 
     fn spawn_background_refresh(self: &Arc<Self>) {
