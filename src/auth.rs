@@ -105,7 +105,7 @@ impl BearerAuth {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        RequireScopes::new(ScopePolicy::all(scopes), Some(self.shared.clone()))
+        self.method_scopes().otherwise(ScopePolicy::all(scopes))
     }
 
     /// A route layer that requires at least one of `scopes`.
@@ -114,7 +114,7 @@ impl BearerAuth {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        RequireScopes::new(ScopePolicy::any(scopes), Some(self.shared.clone()))
+        self.method_scopes().otherwise(ScopePolicy::any(scopes))
     }
 
     /// Scope requirements per gRPC method (or request path), enforced

@@ -73,78 +73,16 @@ impl ScopePolicy {
 
 /// A layer that refuses requests whose [`Principal`] lacks the scopes of a
 /// [`ScopePolicy`]: 403 `insufficient_scope`, or 401 when the request was
-/// not authenticated at all. Put it behind [`BearerAuth`](crate::BearerAuth),
+/// not authenticated at all. It is a [`MethodScopes`] whose fallback policy
+/// applies to every path. Put it behind [`BearerAuth`](crate::BearerAuth),
 /// e.g. with axum's `route_layer`; build it with
 /// [`BearerAuth::require_all`](crate::BearerAuth::require_all) /
 /// [`require_any`](crate::BearerAuth::require_any), or with
-/// [`RequireScopes::policy`] for default error responses.
-#[derive(Clone)]
-pub struct RequireScopes {
-    policy: Arc<ScopePolicy>,
-    shared: Option<Arc<Shared>>,
-}
-
-impl std::fmt::Debug for RequireScopes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("RequireScopes").field(&self.policy).finish()
-    }
-}
-
-impl RequireScopes {
-    pub(crate) fn new(policy: ScopePolicy, shared: Option<Arc<Shared>>) -> Self {
-        Self {
-            policy: Arc::new(policy),
-            shared,
-        }
-    }
-
-    /// A layer enforcing `policy`, answering errors with default responses.
-    pub fn policy(policy: ScopePolicy) -> Self {
-        Self::new(policy, None)
-    }
-}
-
-impl<S> Layer<S> for RequireScopes {
-    type Service = RequireScopesService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequireScopesService {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
+/// [`MethodScopes::policy`] for default error responses.
+pub type RequireScopes = MethodScopes;
 
 /// The service made by [`RequireScopes`].
-#[derive(Clone, Debug)]
-pub struct RequireScopesService<S> {
-    inner: S,
-    layer: RequireScopes,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopesService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.layer.policy.check(req.extensions().get::<Principal>()) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => refuse(
-                self.layer.shared.as_deref(),
-                &e,
-                Protocol::of(req.headers()),
-            ),
-        }
-    }
-}
+pub type RequireScopesService<S> = MethodScopesService<S>;
 
 /// A route layer that checks every request's token with the authorization
 /// server (RFC 7662 introspection), for routes that cannot accept the
@@ -281,6 +219,12 @@ impl MethodScopes {
             shared,
             ..Self::default()
         }
+    }
+
+    /// One policy for every request, answering errors with default
+    /// responses (no realm, no hook).
+    pub fn policy(policy: ScopePolicy) -> Self {
+        Self::default().otherwise(policy)
     }
 
     /// The policy of one method, by its full path:
