@@ -216,6 +216,33 @@ impl Shared {
     /// Validates with what is at hand — the verified-token cache, the
     /// current keys — without waiting.
     pub(crate) fn validate_now(&self, token: &str) -> Quick {
+        match self.validate_cached(token.as_bytes()) {
+            Some(result) => Quick::Done(result),
+            None => self.validate_uncached(token),
+        }
+    }
+
+    /// The verdict for a token verified before, if it is in the cache and
+    /// still current: its key still published, its time claims still met.
+    /// Takes the bytes as sent: a hit proves them a well-formed token.
+    pub(crate) fn validate_cached(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
+        let cache = self.cache.as_ref()?;
+        let now = self.config.clock.now();
+        let keys = self.keys.snapshot(now);
+        let p = cache.get(token, keys.set(), unix_seconds(now))?;
+        Some(
+            match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
+                Ok(()) => self.accept(p, now),
+                Err(e) => {
+                    cache.invalidate(token);
+                    Err(self.refuse(e))
+                }
+            },
+        )
+    }
+
+    /// [`validate_now`](Self::validate_now) after a cache miss.
+    pub(crate) fn validate_uncached(&self, token: &str) -> Quick {
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
@@ -224,19 +251,6 @@ impl Shared {
         }
         let now = self.config.clock.now();
         let keys = self.keys.snapshot(now);
-        if let Some(cache) = &self.cache
-            && let Some(p) = cache.get(token, keys.set(), unix_seconds(now))
-        {
-            return Quick::Done(
-                match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
-                    Ok(()) => self.accept(p, now),
-                    Err(e) => {
-                        cache.invalidate(token);
-                        Err(self.refuse(e))
-                    }
-                },
-            );
-        }
         match jwt::validate(&self.config, keys.set(), token) {
             Ok((p, key)) => {
                 if let Some(cache) = &self.cache {

@@ -1,15 +1,18 @@
 //! The verified-token cache: a repeated JWT skips the signature check.
 //!
-//! Keyed by the token itself (moka hashes it with a randomly keyed
-//! SipHash): a digest would cost more than the whole hit on machines
-//! without SHA instructions. Entries therefore hold tokens, as the
-//! requests that carry them do; they are bounded in number and lifetime.
+//! Keyed by the token itself, compared whole. Only its last bytes, part of
+//! the signature, are hashed ([`TailHash`]): they differ between any two
+//! tokens, and hashing 900 bytes cost more than the rest of a hit (a
+//! digest even more, on machines without SHA instructions). Entries
+//! therefore hold tokens, as the requests that carry them do; they are
+//! bounded in number and lifetime.
 //! An entry remembers the key that verified it; a hit counts
 //! only while that very key (not just its `kid`) is still in the current key
 //! set, so a key the issuer removes takes its cached verifications with it.
 //! `exp` and `nbf` are checked against the clock on every hit, and scope
 //! policies and the revocation hook run per request after the cache.
 
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,8 +38,43 @@ struct Entry {
     verified_at: i64,
 }
 
+/// Hashes the last [`TAIL`](Self::TAIL) bytes of what it is given with
+/// the standard library's randomly keyed SipHash.
+///
+/// The bytes hashed are the end of the signature: distinct for distinct
+/// tokens, and unknown to a client until the issuer signs. Only verified
+/// tokens are ever inserted, so nobody but the issuer chooses what fills
+/// the table, and a lookup still compares the whole token.
+#[derive(Clone, Default)]
+pub(crate) struct TailHash(RandomState);
+
+impl TailHash {
+    const TAIL: usize = 32;
+}
+
+impl BuildHasher for TailHash {
+    type Hasher = Tail;
+
+    fn build_hasher(&self) -> Tail {
+        Tail(self.0.build_hasher())
+    }
+}
+
+pub(crate) struct Tail(std::hash::DefaultHasher);
+
+impl Hasher for Tail {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(TailHash::TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<str>, Entry>,
+    entries: moka::sync::Cache<Arc<[u8]>, Entry, TailHash>,
     max_ttl_secs: i64,
 }
 
@@ -48,7 +86,7 @@ impl TokenCache {
             // lifetime is judged on every hit by the configured clock.
             .time_to_live(max_ttl.saturating_mul(2))
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(TailHash::default());
         let max_ttl_secs = i64::try_from(max_ttl.as_secs()).unwrap_or(i64::MAX);
         Self {
             entries,
@@ -59,7 +97,7 @@ impl TokenCache {
     /// The cached principal for this token, if it was verified less than
     /// the maximum lifetime ago (`now` in Unix seconds) and its key is
     /// still current. The token's own time claims are the caller's.
-    pub(crate) fn get(&self, token: &str, keys: Option<&KeySet>, now: i64) -> Option<Principal> {
+    pub(crate) fn get(&self, token: &[u8], keys: Option<&KeySet>, now: i64) -> Option<Principal> {
         let entry = self.entries.get(token)?;
         let p = &entry.principal;
         let young = now.saturating_sub(entry.verified_at) < self.max_ttl_secs;
@@ -81,7 +119,7 @@ impl TokenCache {
 
     pub(crate) fn insert(&self, token: &str, principal: Principal, key: Weak<Key>, now: i64) {
         self.entries.insert(
-            Arc::from(token),
+            Arc::from(token.as_bytes()),
             Entry {
                 principal,
                 key,
@@ -90,7 +128,7 @@ impl TokenCache {
         );
     }
 
-    pub(crate) fn invalidate(&self, token: &str) {
+    pub(crate) fn invalidate(&self, token: &[u8]) {
         self.entries.invalidate(token);
     }
 

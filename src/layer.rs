@@ -60,27 +60,39 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.auth.shared;
         let protocol = Protocol::of(req.headers());
-        let token = match token::extract(req.headers(), shared.config.cookie.as_deref()) {
-            Ok(Some(token)) => token,
+        let raw = match token::locate(req.headers(), shared.config.cookie.as_deref()) {
+            Ok(Some(raw)) => raw,
             Ok(None) if self.auth.optional => return ResponseFuture::inner(self.inner.call(req)),
             Ok(None) => return ResponseFuture::refused(shared, &AuthError::MissingToken, protocol),
             Err(e) => return ResponseFuture::refused(shared, &e, protocol),
         };
-        match shared.validate_now(token) {
-            Quick::Done(Ok(principal)) => {
+        // A repeated token is found by its bytes as sent; only a new one is
+        // checked for syntax and verified.
+        let outcome = match shared.validate_cached(raw) {
+            Some(outcome) => outcome,
+            None => match token::check(raw) {
+                Err(e) => Err(e),
+                Ok(token) => match shared.validate_uncached(token) {
+                    Quick::Done(outcome) => outcome,
+                    Quick::Pending => {
+                        let token = token.to_owned();
+                        let task = shared.clone();
+                        let check: Validation =
+                            Box::pin(async move { task.validate(&token).await });
+                        // Keep the instance that poll_ready drove to readiness.
+                        let clone = self.inner.clone();
+                        let inner = mem::replace(&mut self.inner, clone);
+                        return ResponseFuture::validating(check, inner, req, shared.clone());
+                    }
+                },
+            },
+        };
+        match outcome {
+            Ok(principal) => {
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Quick::Done(Err(e)) => ResponseFuture::refused(shared, &e, protocol),
-            Quick::Pending => {
-                let token = token.to_owned();
-                let task = shared.clone();
-                let check: Validation = Box::pin(async move { task.validate(&token).await });
-                // Keep the instance that poll_ready drove to readiness.
-                let clone = self.inner.clone();
-                let inner = mem::replace(&mut self.inner, clone);
-                ResponseFuture::validating(check, inner, req, shared.clone())
-            }
+            Err(e) => ResponseFuture::refused(shared, &e, protocol),
         }
     }
 }

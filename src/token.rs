@@ -12,28 +12,54 @@ pub(crate) fn extract<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&str>,
 ) -> Result<Option<&'a str>, AuthError> {
+    locate(headers, cookie)?.map(check).transpose()
+}
+
+/// The bearer credentials as sent, not yet checked against the token
+/// syntax: the layer first looks them up among verified tokens, which
+/// are well-formed, and runs [`check`] only on a miss.
+pub(crate) fn locate<'a>(
+    headers: &'a HeaderMap,
+    cookie: Option<&str>,
+) -> Result<Option<&'a [u8]>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Ok(cookie.and_then(|name| from_cookies(headers, name)));
+        let cookie = cookie.and_then(|name| from_cookies(headers, name));
+        return Ok(cookie.map(str::as_bytes));
     };
     if values.next().is_some() {
         return Err(invalid(RequestError::MultipleAuthorizationHeaders));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| invalid(RequestError::MalformedCredentials))?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("Bearer") {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        // Not ours; still a malformed header is the client's mistake.
+        value
+            .to_str()
+            .map_err(|_| invalid(RequestError::MalformedCredentials))?;
         return Ok(None);
     }
-    let token = rest.trim_matches(' ');
-    if token.is_empty() {
-        return Err(invalid(RequestError::EmptyBearerToken));
+    // `1*SP` between scheme and token; spaces only, not other whitespace.
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(start, |i| i + 1);
+    match &rest[start..end] {
+        [] => Err(invalid(RequestError::EmptyBearerToken)),
+        token => Ok(Some(token)),
     }
+}
+
+/// The token, if it has the `b64token` syntax (which also makes it ASCII).
+pub(crate) fn check(token: &[u8]) -> Result<&str, AuthError> {
     if !is_b64token(token) {
         return Err(invalid(RequestError::MalformedCredentials));
     }
-    Ok(Some(token))
+    std::str::from_utf8(token).map_err(|_| invalid(RequestError::MalformedCredentials))
 }
 
 fn invalid(e: RequestError) -> AuthError {
@@ -41,12 +67,25 @@ fn invalid(e: RequestError) -> AuthError {
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+///
+/// Every byte is checked without an early exit, which lets the compiler
+/// check many at once: a cached token costs little more than this scan.
+fn is_b64token(s: &[u8]) -> bool {
+    let end = s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let body = &s[..end];
+    !body.is_empty() && body.iter().fold(true, |ok, &b| ok & is_b64char(b))
+}
+
+fn is_b64char(b: u8) -> bool {
+    // `|`, not `||`: no branches, so the loop above vectorises.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'-')
+        | (b == b'.')
+        | (b == b'_')
+        | (b == b'~')
+        | (b == b'+')
+        | (b == b'/')
 }
 
 fn from_cookies<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -58,7 +97,7 @@ fn from_cookies<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-        .filter(|v| is_b64token(v))
+        .filter(|v| is_b64token(v.as_bytes()))
 }
 
 #[cfg(test)]
@@ -98,6 +137,8 @@ mod tests {
             ("Bearer a,b", RequestError::MalformedCredentials),
             ("Bearer ===", RequestError::MalformedCredentials),
             ("Bearer a=b", RequestError::MalformedCredentials),
+            ("Bearer \tabc", RequestError::MalformedCredentials),
+            ("Bearer abc\u{e9}", RequestError::MalformedCredentials),
         ] {
             assert_eq!(
                 extract(&headers(&[value]), None),
@@ -105,6 +146,18 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn b64token_alphabet_is_exactly_rfc_6750() {
+        for b in 0..=u8::MAX {
+            let want = b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+            assert_eq!(is_b64char(b), want, "byte {b:#04x}");
+            assert_eq!(is_b64token(&[b'a', b, b'a']), want, "byte {b:#04x}");
+        }
+        assert!(is_b64token(b"abc=="));
+        assert!(!is_b64token(b"=="));
+        assert!(!is_b64token(b"a=b"));
     }
 
     #[test]

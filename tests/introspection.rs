@@ -300,6 +300,32 @@ async fn a_repeated_jwt_skips_the_signature_until_it_expires_or_its_key_goes() {
 }
 
 #[tokio::test]
+async fn a_cached_token_is_a_hit_only_for_the_whole_token() {
+    // The cache hashes only a token's last bytes: tokens sharing them must
+    // still be told apart, and a forgery reusing a cached signature verified.
+    let s = setup().await;
+    let token = s.idp.token().claim("sub", "alice").sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    let (_, sig) = token.rsplit_once('.').unwrap();
+    let (header, _) = token.split_once('.').unwrap();
+    let claims = common::claims_of(&s.idp.token().claim("sub", "mallory").sign());
+    let forged = format!("{header}.{}.{sig}", common::b64(claims.to_string()));
+    let verified = s.auth.stats().signatures_verified;
+    assert_eq!(
+        s.auth.validate(&forged).await.unwrap_err(),
+        invalid(TokenError::BadSignature)
+    );
+    assert_eq!(s.auth.stats().signatures_verified, verified + 1);
+    let p = s.auth.validate(&token).await.unwrap();
+    assert_eq!(p.subject(), Some("alice"));
+    assert_eq!(
+        s.auth.stats().signatures_verified,
+        verified + 1,
+        "still a hit"
+    );
+}
+
+#[tokio::test]
 async fn a_cached_verification_lives_no_longer_than_the_configured_maximum() {
     let s = setup_with(|b| b.token_cache(100, Duration::from_secs(120))).await;
     let token = s.idp.token().expires_in(100_000).sign();

@@ -1,6 +1,6 @@
 //! Whatever arrives, the validator answers with a verdict and never panics:
-//! arbitrary strings, and validly signed tokens with arbitrary JSON headers
-//! and claims.
+//! arbitrary strings, arbitrary `Authorization` headers through the layer,
+//! and validly signed tokens with arbitrary JSON headers and claims.
 
 use std::sync::OnceLock;
 
@@ -93,6 +93,26 @@ proptest! {
     fn arbitrary_strings_get_a_verdict(token in ".{0,400}") {
         let f = fixture();
         let _ = f.rt.block_on(f.auth.validate(&token));
+    }
+
+    #[test]
+    fn arbitrary_authorization_headers_get_a_client_error(
+        bearer in any::<bool>(),
+        spaces in 0usize..3,
+        bytes in prop::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..300),
+    ) {
+        use tower::{Service, ServiceExt};
+        let f = fixture();
+        let mut value = if bearer { b"Bearer".to_vec() } else { Vec::new() };
+        value.extend(std::iter::repeat_n(b' ', spaces));
+        value.extend(&bytes);
+        let Ok(value) = http::HeaderValue::from_bytes(&value) else { return Ok(()) };
+        let req = http::Request::get("/").header("authorization", value).body(()).unwrap();
+        let mut svc = tower::Layer::layer(&f.auth, tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        }));
+        let status = f.rt.block_on(async { svc.ready().await.unwrap().call(req).await.unwrap() }).status();
+        prop_assert!(status == 400 || status == 401, "{status}");
     }
 
     #[test]
