@@ -59,12 +59,15 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.auth.shared;
-        let protocol = Protocol::of(req.headers());
+        // Only a refusal needs the protocol: work it out then.
+        let refuse = |e: &AuthError, req: &Request<ReqBody>| {
+            ResponseFuture::refused(shared, e, Protocol::of(req.headers()))
+        };
         let raw = match token::locate(req.headers(), shared.config.cookie.as_deref()) {
             Ok(Some(raw)) => raw,
             Ok(None) if self.auth.optional => return ResponseFuture::inner(self.inner.call(req)),
-            Ok(None) => return ResponseFuture::refused(shared, &AuthError::MissingToken, protocol),
-            Err(e) => return ResponseFuture::refused(shared, &e, protocol),
+            Ok(None) => return refuse(&AuthError::MissingToken, &req),
+            Err(e) => return refuse(&e, &req),
         };
         // A repeated token is found by its bytes as sent; only a new one is
         // checked for syntax and verified.
@@ -92,7 +95,7 @@ where
                 req.extensions_mut().insert(principal);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(e) => ResponseFuture::refused(shared, &e, protocol),
+            Err(e) => refuse(&e, &req),
         }
     }
 }

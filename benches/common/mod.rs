@@ -1,0 +1,425 @@
+//! What the benches share: one fixture per algorithm (issuer, tokens,
+//! validators, the floor's key), the request that carries a token, and
+//! the drivers that time calls on one or more threads. Also compiled
+//! into `benches/peer` (`#[path]`), so that the peer crate is measured on
+//! the very same tokens.
+
+#![allow(dead_code)] // each bench binary uses part of it
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{Request, Response};
+use serde_json::Value;
+use tower::Service;
+use tower_bearer::testing::TestIssuer;
+use tower_bearer::{Algorithm, BearerAuth};
+
+/// Distinct tokens for the cold path; cycled, with a cache too small to
+/// keep them.
+pub const POOL: usize = 512;
+
+pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
+
+/// Everything measured for one algorithm.
+pub struct Fixture {
+    pub alg: Algorithm,
+    pub idp: TestIssuer,
+    /// A validator whose cache keeps one token: every pool token is new.
+    pub cold: BearerAuth,
+    /// A validator with the default cache.
+    pub cached: BearerAuth,
+    /// `POOL` distinct tokens; the first is the repeated one.
+    pub pool: Vec<String>,
+    key: ParsedPublicKey,
+    jwt_key: jsonwebtoken::DecodingKey,
+    jwt_validation: jsonwebtoken::Validation,
+    next: AtomicUsize,
+}
+
+impl Fixture {
+    pub fn new(rt: &tokio::runtime::Runtime, alg: Algorithm) -> Self {
+        let idp = rt
+            .block_on(TestIssuer::builder().algorithm(alg).start())
+            .unwrap();
+        let builder = || {
+            BearerAuth::builder()
+                .issuer(idp.issuer())
+                .audience(idp.audience())
+                .jwks_json(idp.jwks_json())
+        };
+        let cold = builder()
+            .token_cache(1, Duration::from_secs(300))
+            .build()
+            .unwrap();
+        let cached = builder().build().unwrap();
+        let pool = (0..POOL).map(|i| mint(&idp, i)).collect();
+        let jwk = idp.public_jwk(&idp.current_kid()).unwrap();
+        let jwt_key = {
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+            jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap()
+        };
+        let mut jwt_validation = jsonwebtoken::Validation::new(match alg {
+            Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+            _ => jsonwebtoken::Algorithm::EdDSA,
+        });
+        jwt_validation.set_issuer(&[idp.issuer()]);
+        jwt_validation.set_audience(&[idp.audience()]);
+        Self {
+            alg,
+            key: floor_key(&jwk, alg),
+            idp,
+            cold,
+            cached,
+            pool,
+            jwt_key,
+            jwt_validation,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.pool[0]
+    }
+
+    /// The floor for the `i`th pool token: verify with the pre-parsed
+    /// key, decode and parse header and claims.
+    pub fn floor(&self, i: usize) -> (Value, Value) {
+        let token = black_box(&self.pool[i % POOL]);
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        self.key.verify_sig(input.as_bytes(), &b64d(sig)).unwrap();
+        let (h64, p64) = input.split_once('.').unwrap();
+        let header = serde_json::from_slice(&b64d(h64)).unwrap();
+        let claims = serde_json::from_slice(&b64d(p64)).unwrap();
+        (header, claims)
+    }
+
+    /// `jsonwebtoken::decode` of the `i`th pool token, iss and aud checked.
+    pub fn jsonwebtoken(&self, i: usize) -> jsonwebtoken::TokenData<Value> {
+        let token = black_box(&self.pool[i % POOL]);
+        jsonwebtoken::decode(token, &self.jwt_key, &self.jwt_validation).unwrap()
+    }
+
+    /// Requests for the next `n` pool tokens (each new to a cold cache).
+    pub fn fresh_requests(&self, n: u64) -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| request(&self.pool[self.next.fetch_add(1, Ordering::Relaxed) % POOL]))
+            .collect()
+    }
+
+    /// `n` requests that all carry the same token, the `client`th of the
+    /// pool: on two threads, two clients that each repeat their own.
+    pub fn repeated_requests(&self, client: usize, n: u64) -> Vec<Request<()>> {
+        (0..n).map(|_| request(&self.pool[client])).collect()
+    }
+}
+
+fn b64d(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).unwrap()
+}
+
+fn floor_key(jwk: &Value, alg: Algorithm) -> ParsedPublicKey {
+    let s = |k: &str| b64d(jwk[k].as_str().unwrap());
+    match alg {
+        Algorithm::RS256 => RsaPublicKeyComponents {
+            n: s("n"),
+            e: s("e"),
+        }
+        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+        .unwrap(),
+        Algorithm::ES256 => {
+            let mut point = vec![4];
+            point.extend(s("x"));
+            point.extend(s("y"));
+            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
+        }
+        _ => ParsedPublicKey::new(&signature::ED25519, s("x")).unwrap(),
+    }
+}
+
+pub type Handler = fn(Request<()>) -> std::future::Ready<Result<Response<String>, Infallible>>;
+/// The service behind the layer: answers 200 with an empty body.
+pub type Inner = tower::util::ServiceFn<Handler>;
+
+fn ok(_: Request<()>) -> std::future::Ready<Result<Response<String>, Infallible>> {
+    std::future::ready(Ok(Response::new(String::new())))
+}
+
+pub fn inner() -> Inner {
+    tower::service_fn(ok as Handler)
+}
+
+/// One request through `svc`; panics unless it was let through.
+pub fn call<S, B>(svc: &mut S, req: Request<()>)
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    poll_once(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap();
+    let res = poll_once(svc.call(req)).unwrap();
+    assert!(res.status().is_success());
+}
+
+/// A realistic access token, numbered `i`: about 1 KB with RS256, with the
+/// claims a Keycloak access token carries.
+pub fn mint(idp: &TestIssuer, i: usize) -> String {
+    idp.token()
+        .scope("openid profile email documents:read documents:write")
+        .claim("azp", "web-frontend")
+        .claim("sid", format!("5f8c3a8e-2f8e-4b7a-9a2e-{i:012}"))
+        .claim(
+            "realm_access",
+            serde_json::json!({ "roles": ["offline_access", "uma_authorization", "editor"] }),
+        )
+        .claim(
+            "resource_access",
+            serde_json::json!({ "documents": { "roles": ["reader", "writer"] } }),
+        )
+        .claim("preferred_username", "alice.example")
+        .claim("email", "alice@example.com")
+        .expires_in(86_400)
+        .sign()
+}
+
+pub fn request(token: &str) -> Request<()> {
+    Request::get("/")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap()
+}
+
+/// Polls a future once and returns its output. The benches keep every
+/// key in memory, so a request never waits: what is timed is the work,
+/// not an executor's bookkeeping.
+pub fn poll_once<F: Future>(fut: F) -> F::Output {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("a bench request waited"),
+    }
+}
+
+/// Runs `iters` units of work split over `threads` threads started
+/// together, and returns the longest time a thread spent on its share.
+/// `prepare` runs on each thread with the thread's number and share, and
+/// returns the work, which times itself.
+pub fn parallel<W: FnOnce() -> Duration>(
+    threads: usize,
+    iters: u64,
+    prepare: impl Fn(usize, u64) -> W + Sync,
+) -> Duration {
+    if threads == 1 {
+        return prepare(0, iters)();
+    }
+    let barrier = Arc::new(Barrier::new(threads));
+    let share = iters.div_ceil(threads as u64);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, prepare) = (barrier.clone(), &prepare);
+                scope.spawn(move || {
+                    let work = prepare(t, share);
+                    barrier.wait();
+                    work()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+/// Times `f` called `n` times.
+fn timed(n: u64, mut f: impl FnMut(usize)) -> Duration {
+    let start = Instant::now();
+    (0..n as usize).for_each(&mut f);
+    start.elapsed()
+}
+
+/// Requests are built in batches this large between timed stretches: few
+/// enough to stay in cache, as a request a server has just parsed is.
+const BATCH: u64 = 128;
+
+/// The time `requests` take through `svc`, on `threads` threads at once.
+pub fn serve<S, B>(
+    threads: usize,
+    iters: u64,
+    svc: impl Fn() -> S + Sync,
+    requests: impl Fn(usize, u64) -> Vec<Request<()>> + Sync,
+) -> Duration
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    parallel(threads, iters, |t, share| {
+        let (mut svc, requests) = (svc(), &requests);
+        move || {
+            let mut busy = Duration::ZERO;
+            let mut left = share;
+            while left > 0 {
+                let reqs = requests(t, left.min(BATCH));
+                left -= reqs.len() as u64;
+                let start = Instant::now();
+                for req in reqs {
+                    call(&mut svc, req);
+                }
+                busy += start.elapsed();
+            }
+            busy
+        }
+    })
+}
+
+/// What is measured for a fixture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    /// aws-lc-rs verify with a pre-parsed key, plus header and claims parse.
+    Floor,
+    /// `jsonwebtoken::decode` with iss and aud checks.
+    Jsonwebtoken,
+    /// The inner service alone, as called through the layer.
+    Open,
+    /// The layer with a token it has not seen.
+    Cold,
+    /// The layer with a repeated token.
+    Cached,
+}
+
+impl Case {
+    pub const ALL: [Case; 5] = [
+        Case::Floor,
+        Case::Jsonwebtoken,
+        Case::Open,
+        Case::Cold,
+        Case::Cached,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::Floor => "floor",
+            Case::Jsonwebtoken => "jsonwebtoken",
+            Case::Open => "open",
+            Case::Cold => "cold",
+            Case::Cached => "cached",
+        }
+    }
+}
+
+impl Fixture {
+    /// The wall time of `n` units of `case` split over `threads` threads.
+    pub fn time(&self, case: Case, threads: usize, n: u64) -> Duration {
+        let layered = |auth: &BearerAuth| tower::Layer::layer(auth, inner());
+        match case {
+            Case::Floor => parallel(threads, n, |_, share| {
+                move || timed(share, |i| drop(black_box(self.floor(i))))
+            }),
+            Case::Jsonwebtoken => parallel(threads, n, |_, share| {
+                move || timed(share, |i| drop(black_box(self.jsonwebtoken(i))))
+            }),
+            Case::Open => serve(threads, n, inner, |t, k| self.repeated_requests(t, k)),
+            Case::Cold => serve(
+                threads,
+                n,
+                || layered(&self.cold),
+                |_, k| self.fresh_requests(k),
+            ),
+            Case::Cached => serve(
+                threads,
+                n,
+                || layered(&self.cached),
+                |t, k| self.repeated_requests(t, k),
+            ),
+        }
+    }
+}
+
+/// Per-unit times of several measurements taken in turn, round after
+/// round, so that a host that speeds up or slows down (a shared VM does)
+/// affects all of them alike: ratios are taken within a round.
+pub struct Paired {
+    /// Nanoseconds per unit, `[measurement][round]`.
+    pub rounds: Vec<Vec<f64>>,
+}
+
+impl Paired {
+    /// Runs each of `runs` (given a unit count, returns the time taken)
+    /// for about `round` per turn, `count` rounds.
+    pub fn run(runs: &[&(dyn Fn(u64) -> Duration + Sync)], count: usize, round: Duration) -> Self {
+        let sizes: Vec<u64> = runs
+            .iter()
+            .map(|run| {
+                let mut n = 8;
+                loop {
+                    let took = run(n);
+                    if took >= round / 4 {
+                        break (n as f64 * round.as_secs_f64() / took.as_secs_f64()) as u64;
+                    }
+                    n *= 4;
+                }
+            })
+            .collect();
+        let mut rounds = vec![Vec::with_capacity(count); runs.len()];
+        for r in 0..count {
+            // A different one goes first each round.
+            for k in 0..runs.len() {
+                let m = (r + k) % runs.len();
+                let n = sizes[m].max(1);
+                rounds[m].push(runs[m](n).as_nanos() as f64 / n as f64);
+            }
+        }
+        Self { rounds }
+    }
+
+    /// The median of measurement `m`'s per-unit times, in nanoseconds.
+    pub fn median(&self, m: usize) -> f64 {
+        median(self.rounds[m].clone())
+    }
+
+    /// Median, smallest and largest of the per-round ratios `a / b`.
+    pub fn ratio(&self, a: usize, b: usize) -> (f64, f64, f64) {
+        let ratios: Vec<f64> = self.rounds[a]
+            .iter()
+            .zip(&self.rounds[b])
+            .map(|(x, y)| x / y)
+            .collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        (median(ratios), lo, hi)
+    }
+
+    /// Median, smallest and largest of the per-round differences `a - b`.
+    pub fn difference(&self, a: usize, b: usize) -> (f64, f64, f64) {
+        let d: Vec<f64> = self.rounds[a]
+            .iter()
+            .zip(&self.rounds[b])
+            .map(|(x, y)| x - y)
+            .collect();
+        let lo = d.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = d.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(d), lo, hi)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Round length and count of paired runs: `QUICK=1` for a shorter run.
+pub fn paired_settings() -> (usize, Duration) {
+    if std::env::var_os("QUICK").is_some() {
+        (9, Duration::from_millis(30))
+    } else {
+        (21, Duration::from_millis(60))
+    }
+}
