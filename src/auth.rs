@@ -188,12 +188,6 @@ impl BearerAuth {
         self.shared.validate(token).await
     }
 
-    /// Checks only the JWS: size and header rules, key match, signature.
-    /// The claims are **not** checked (no `exp`, `iss`, `aud`), so any
-    /// token the issuer ever signed passes, for any audience. Not part of
-    /// the supported API: it exists so that conformance vectors and fuzzers
-    /// exercise the exact signature stage the layer runs. Use
-    /// [`validate`](Self::validate).
     /// Reads a raw introspection answer as the introspection client does.
     /// Not part of the supported API: for fuzzing the answer parser.
     #[doc(hidden)]
@@ -206,6 +200,12 @@ impl BearerAuth {
         }
     }
 
+    /// Checks only the JWS: size and header rules, key match, signature.
+    /// The claims are **not** checked (no `exp`, `iss`, `aud`), so any
+    /// token the issuer ever signed passes, for any audience. Not part of
+    /// the supported API: it exists so that conformance vectors and fuzzers
+    /// exercise the exact signature stage the layer runs. Use
+    /// [`validate`](Self::validate).
     #[doc(hidden)]
     pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
         self.shared.with_keys(token, jwt::verify_jws).await

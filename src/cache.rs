@@ -30,7 +30,9 @@ pub(crate) fn digest(token: &str) -> Digest {
     out
 }
 
-#[derive(Clone)]
+/// Shared behind an `Arc`, so that a hit clones one counter of its own
+/// (not the `Weak`, whose counter every entry of a key shares: two
+/// threads would fight over that cache line on every hit).
 struct Entry {
     principal: Principal,
     key: Weak<Key>,
@@ -74,7 +76,7 @@ impl Hasher for Tail {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<[u8]>, Entry, TailHash>,
+    entries: moka::sync::Cache<Arc<[u8]>, Arc<Entry>, TailHash>,
     max_ttl_secs: i64,
 }
 
@@ -110,7 +112,7 @@ impl TokenCache {
                 _ => false,
             };
         if current {
-            Some(entry.principal)
+            Some(entry.principal.clone())
         } else {
             self.entries.invalidate(token);
             None
@@ -120,11 +122,11 @@ impl TokenCache {
     pub(crate) fn insert(&self, token: &str, principal: Principal, key: Weak<Key>, now: i64) {
         self.entries.insert(
             Arc::from(token.as_bytes()),
-            Entry {
+            Arc::new(Entry {
                 principal,
                 key,
                 verified_at: now,
-            },
+            }),
         );
     }
 
