@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ALGORITHMS, Case, Fixture, Paired, paired_settings};
+use common::{ALGORITHMS, Case, Fixture, Paired, TWO_THREADS, paired_settings};
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -21,7 +21,7 @@ fn main() {
         let runs: Vec<(Case, usize)> = Case::ALL
             .iter()
             .map(|&c| (c, 1))
-            .chain([Case::Floor, Case::Open, Case::Cold, Case::Cached].map(|c| (c, 2)))
+            .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
         let closures: Vec<Box<dyn Fn(u64) -> Duration + Sync>> = runs
             .iter()
@@ -55,7 +55,11 @@ fn main() {
             "hit-us",
             us(p.difference(at(Case::Cached, 1), at(Case::Open, 1))),
         );
-        for case in [Case::Floor, Case::Open, Case::Cold, Case::Cached] {
+        print(
+            "hit-pool-us",
+            us(p.difference(at(Case::CachedPool, 1), at(Case::Open, 1))),
+        );
+        for case in TWO_THREADS {
             print(
                 &format!("{}-scaling", case.name()),
                 p.ratio(at(case, 1), at(case, 2)),

@@ -19,7 +19,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{ALGORITHMS, Case, Fixture};
+use common::{ALGORITHMS, Case, Fixture, TWO_THREADS};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn validate(c: &mut Criterion) {
@@ -30,7 +30,7 @@ fn validate(c: &mut Criterion) {
         for case in Case::ALL {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
-        for case in [Case::Floor, Case::Open, Case::Cold, Case::Cached] {
+        for case in TWO_THREADS {
             group.bench_function(format!("{} x2", case.name()), |b| {
                 b.iter_custom(|n| fx.time(case, 2, n))
             });

@@ -229,7 +229,7 @@ impl Shared {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
         let keys = self.keys.snapshot(now);
-        let p = cache.get(token, keys.set(), unix_seconds(now))?;
+        let p = cache.get(token, &keys, unix_seconds(now))?;
         Some(
             match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
                 Ok(()) => self.accept(p, now),
@@ -254,7 +254,7 @@ impl Shared {
         match jwt::validate(&self.config, keys.set(), token) {
             Ok((p, key)) => {
                 if let Some(cache) = &self.cache {
-                    cache.insert(token, p.clone(), key, unix_seconds(now));
+                    cache.insert(token, p.clone(), key, keys.set_id(), unix_seconds(now));
                 }
                 Quick::Done(self.accept(p, now))
             }
@@ -278,7 +278,9 @@ impl Shared {
         let (p, key) = self.with_keys(token, jwt::validate).await?;
         let now = self.config.clock.now();
         if let Some(cache) = &self.cache {
-            cache.insert(token, p.clone(), key, unix_seconds(now));
+            // The set it was verified with is not known here: hits check
+            // the key by lookup.
+            cache.insert(token, p.clone(), key, None, unix_seconds(now));
         }
         self.accept(p, now)
     }

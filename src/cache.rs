@@ -9,6 +9,8 @@
 //! An entry remembers the key that verified it; a hit counts
 //! only while that very key (not just its `kid`) is still in the current key
 //! set, so a key the issuer removes takes its cached verifications with it.
+//! While the set that verified it is current (same set id) that is known
+//! without a lookup; after a new set is fetched, the key is looked up.
 //! `exp` and `nbf` are checked against the clock on every hit, and scope
 //! policies and the revocation hook run per request after the cache.
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use aws_lc_rs::digest;
 
-use crate::jwks::{Key, KeySet, Lookup};
+use crate::jwks::{Key, Lookup, Snapshot};
 use crate::jwt::claims::Principal;
 
 pub(crate) type Digest = [u8; 32];
@@ -36,6 +38,9 @@ pub(crate) fn digest(token: &str) -> Digest {
 struct Entry {
     principal: Principal,
     key: Weak<Key>,
+    /// The id of the key set that verified it, when known: while that set
+    /// is current, so is the key, and no lookup is needed.
+    set_id: Option<u64>,
     /// When it was verified, by the injected clock (Unix seconds).
     verified_at: i64,
 }
@@ -76,13 +81,20 @@ impl Hasher for Tail {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<[u8]>, Arc<Entry>, TailHash>,
+    entries: moka::sync::SegmentedCache<Arc<[u8]>, Arc<Entry>, TailHash>,
     max_ttl_secs: i64,
 }
 
 impl TokenCache {
     pub(crate) fn new(max_entries: u64, max_ttl: Duration) -> Self {
-        let entries = moka::sync::Cache::builder()
+        // Each segment records reads and runs housekeeping on its own: with
+        // one, every hit of every thread went through the same read log.
+        let segments = std::thread::available_parallelism()
+            .map_or(4, usize::from)
+            .saturating_mul(4)
+            .next_power_of_two()
+            .min(64);
+        let entries = moka::sync::SegmentedCache::builder(segments)
             .max_capacity(max_entries)
             // A memory bound only: moka's clock cannot be injected, so the
             // lifetime is judged on every hit by the configured clock.
@@ -98,19 +110,21 @@ impl TokenCache {
 
     /// The cached principal for this token, if it was verified less than
     /// the maximum lifetime ago (`now` in Unix seconds) and its key is
-    /// still current. The token's own time claims are the caller's.
-    pub(crate) fn get(&self, token: &[u8], keys: Option<&KeySet>, now: i64) -> Option<Principal> {
+    /// still in the current set `keys`. The token's own time claims are
+    /// the caller's.
+    pub(crate) fn get(&self, token: &[u8], keys: &Snapshot, now: i64) -> Option<Principal> {
         let entry = self.entries.get(token)?;
         let p = &entry.principal;
         let young = now.saturating_sub(entry.verified_at) < self.max_ttl_secs;
         let current = young
-            && match (keys, p.algorithm()) {
-                (Some(keys), Some(alg)) => match keys.find(p.key_id(), alg) {
-                    Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+            && (entry.set_id.is_some() && entry.set_id == keys.set_id()
+                || match (keys.set(), p.algorithm()) {
+                    (Some(set), Some(alg)) => match set.find(p.key_id(), alg) {
+                        Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+                        _ => false,
+                    },
                     _ => false,
-                },
-                _ => false,
-            };
+                });
         if current {
             Some(entry.principal.clone())
         } else {
@@ -119,12 +133,20 @@ impl TokenCache {
         }
     }
 
-    pub(crate) fn insert(&self, token: &str, principal: Principal, key: Weak<Key>, now: i64) {
+    pub(crate) fn insert(
+        &self,
+        token: &str,
+        principal: Principal,
+        key: Weak<Key>,
+        set_id: Option<u64>,
+        now: i64,
+    ) {
         self.entries.insert(
             Arc::from(token.as_bytes()),
             Arc::new(Entry {
                 principal,
                 key,
+                set_id,
                 verified_at: now,
             }),
         );

@@ -419,3 +419,32 @@ async fn a_cancelled_refetch_still_counts_against_the_cooldown() {
     clock.advance(Duration::from_secs(31));
     assert!(auth.validate(&token).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_cached_verification_outlives_a_304_but_not_a_new_set() {
+    let s = setup_with(|b| b.token_cache(100, Duration::from_secs(3600))).await;
+    let token = s.idp.token().expires_in(100_000).sign();
+    assert!(s.auth.validate(&token).await.is_ok());
+    let base = s.auth.stats().signatures_verified;
+    let verified = || s.auth.stats().signatures_verified - base;
+
+    // Refreshed with a 304: the same keys, still a hit.
+    let mut rx = s.auth.watch_key_health();
+    s.clock.advance(Duration::from_secs(600));
+    assert!(s.auth.validate(&token).await.is_ok());
+    next_health(&mut rx).await;
+    assert_eq!(s.idp.jwks_not_modified(), 1);
+    assert!(s.auth.validate(&token).await.is_ok());
+    assert_eq!(verified(), 0, "hits across a 304");
+
+    // A changed set is fetched whole: its keys are new objects, so the
+    // cached verification is checked against them and redone once.
+    s.idp.add_key(Algorithm::ES256);
+    s.clock.advance(Duration::from_secs(600));
+    assert!(s.auth.validate(&token).await.is_ok());
+    next_health(&mut rx).await;
+    assert!(s.auth.validate(&token).await.is_ok());
+    assert_eq!(verified(), 1, "verified again against the new set");
+    assert!(s.auth.validate(&token).await.is_ok());
+    assert_eq!(verified(), 1, "and a hit after that");
+}

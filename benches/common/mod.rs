@@ -42,6 +42,11 @@ pub struct Fixture {
     pub cached: BearerAuth,
     /// `POOL` distinct tokens; the first is the repeated one.
     pub pool: Vec<String>,
+    /// `Authorization` values for the pool's tokens. Requests share them,
+    /// as those a server parses share its read buffer: a 1 KB allocation
+    /// per request would measure the allocator (glibc's frees of that
+    /// size barely scale to two threads here).
+    values: Vec<HeaderValue>,
     key: ParsedPublicKey,
     jwt_key: jsonwebtoken::DecodingKey,
     jwt_validation: jsonwebtoken::Validation,
@@ -64,7 +69,15 @@ impl Fixture {
             .build()
             .unwrap();
         let cached = builder().build().unwrap();
-        let pool = (0..POOL).map(|i| mint(&idp, i)).collect();
+        let pool: Vec<String> = (0..POOL).map(|i| mint(&idp, i)).collect();
+        let values = pool
+            .iter()
+            .map(|t| HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {t}"))).unwrap())
+            .collect();
+        // Every pool token verified once: `CachedPool` measures hits only.
+        for token in &pool {
+            rt.block_on(cached.validate(token)).unwrap();
+        }
         let jwk = idp.public_jwk(&idp.current_kid()).unwrap();
         let jwt_key = {
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
@@ -84,6 +97,7 @@ impl Fixture {
             cold,
             cached,
             pool,
+            values,
             jwt_key,
             jwt_validation,
             next: AtomicUsize::new(0),
@@ -115,27 +129,21 @@ impl Fixture {
     /// Requests for the next `n` pool tokens (each new to a cold cache).
     pub fn fresh_requests(&self, n: u64) -> Vec<Request<()>> {
         (0..n)
-            .map(|_| request(&self.pool[self.next.fetch_add(1, Ordering::Relaxed) % POOL]))
+            .map(|_| self.request(self.next.fetch_add(1, Ordering::Relaxed) % POOL))
             .collect()
     }
 
     /// `n` requests that all carry the same token, the `client`th of the
-    /// pool: on two threads, two clients that each repeat their own. The
-    /// header values share one buffer, as those a server parses share its
-    /// read buffer: a 1 KB allocation per request would measure the
-    /// allocator (glibc's frees of that size barely scale to two threads
-    /// here).
+    /// pool: on two threads, two clients that each repeat their own.
     pub fn repeated_requests(&self, client: usize, n: u64) -> Vec<Request<()>> {
-        let value = format!("Bearer {}", self.pool[client]);
-        let value = HeaderValue::from_maybe_shared(Bytes::from(value)).unwrap();
-        (0..n)
-            .map(|_| {
-                Request::get("/")
-                    .header(AUTHORIZATION, value.clone())
-                    .body(())
-                    .unwrap()
-            })
-            .collect()
+        (0..n).map(|_| self.request(client)).collect()
+    }
+
+    fn request(&self, i: usize) -> Request<()> {
+        Request::get("/")
+            .header(AUTHORIZATION, self.values[i].clone())
+            .body(())
+            .unwrap()
     }
 }
 
@@ -203,13 +211,6 @@ pub fn mint(idp: &TestIssuer, i: usize) -> String {
         .claim("email", "alice@example.com")
         .expires_in(86_400)
         .sign()
-}
-
-pub fn request(token: &str) -> Request<()> {
-    Request::get("/")
-        .header("authorization", format!("Bearer {token}"))
-        .body(())
-        .unwrap()
 }
 
 /// Polls a future once and returns its output. The benches keep every
@@ -311,15 +312,27 @@ pub enum Case {
     Cold,
     /// The layer with a repeated token.
     Cached,
+    /// The layer with the pool's tokens in turn, all cached: many clients.
+    CachedPool,
 }
 
+/// The cases also measured on two threads.
+pub const TWO_THREADS: [Case; 5] = [
+    Case::Floor,
+    Case::Open,
+    Case::Cold,
+    Case::Cached,
+    Case::CachedPool,
+];
+
 impl Case {
-    pub const ALL: [Case; 5] = [
+    pub const ALL: [Case; 6] = [
         Case::Floor,
         Case::Jsonwebtoken,
         Case::Open,
         Case::Cold,
         Case::Cached,
+        Case::CachedPool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -329,6 +342,7 @@ impl Case {
             Case::Open => "open",
             Case::Cold => "cold",
             Case::Cached => "cached",
+            Case::CachedPool => "cached-pool",
         }
     }
 }
@@ -356,6 +370,12 @@ impl Fixture {
                 n,
                 || layered(&self.cached),
                 |t, k| self.repeated_requests(t, k),
+            ),
+            Case::CachedPool => serve(
+                threads,
+                n,
+                || layered(&self.cached),
+                |_, k| self.fresh_requests(k),
             ),
         }
     }

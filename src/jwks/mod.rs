@@ -10,4 +10,4 @@ pub use fetch::FetchError;
 pub use set::{JwksError, KeySet, SkippedKey};
 pub(crate) use set::{Key, Lookup, verify};
 pub use store::KeyHealth;
-pub(crate) use store::{KeyPolicy, KeyStore, Source};
+pub(crate) use store::{KeyPolicy, KeyStore, Snapshot, Source};

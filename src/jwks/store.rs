@@ -108,10 +108,15 @@ pub(crate) struct Loaded {
     pub(crate) set: KeySet,
     /// Past this, the set is not used at all.
     usable_until: SystemTime,
+    /// Which set this is: a new one per fetched set, kept by a 304. Equal
+    /// ids mean the very same keys.
+    id: u64,
 }
 
 pub(crate) struct KeyStore {
     current: ArcSwapOption<Loaded>,
+    /// The id of the next set loaded.
+    next_set_id: AtomicU64,
     /// Bumped after every successful fetch.
     generation: AtomicU64,
     /// Unix milliseconds at which a background refresh is due.
@@ -184,6 +189,11 @@ impl Snapshot {
     pub(crate) fn set(&self) -> Option<&KeySet> {
         self.loaded.as_ref().filter(|_| self.usable).map(|l| &l.set)
     }
+
+    /// The id of the usable set: equal ids, the very same keys.
+    pub(crate) fn set_id(&self) -> Option<u64> {
+        self.loaded.as_ref().filter(|_| self.usable).map(|l| l.id)
+    }
 }
 
 const NEVER: u64 = u64::MAX;
@@ -203,6 +213,7 @@ impl KeyStore {
             Arc::new(Loaded {
                 set,
                 usable_until: far_future(),
+                id: 0,
             })
         };
         let (current, remote) = match source {
@@ -235,6 +246,7 @@ impl KeyStore {
         };
         Ok(Self {
             current: ArcSwapOption::new(current),
+            next_set_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             next_background: AtomicU64::new(NEVER),
             background_running: AtomicBool::new(false),
@@ -384,10 +396,14 @@ impl KeyStore {
                 let ttl = max_age
                     .unwrap_or(p.default_max_age)
                     .clamp(p.min_max_age, p.max_max_age);
-                let set = match set {
-                    Some(set) => set,
+                let (set, id) = match (set, &old) {
+                    (Some(set), _) => (set, self.next_set_id.fetch_add(1, Ordering::Relaxed)),
                     // 304: the set we have is current again.
-                    None => old.as_ref().map_or_else(KeySet::default, |l| l.set.clone()),
+                    (None, Some(old)) => (old.set.clone(), old.id),
+                    (None, None) => (
+                        KeySet::default(),
+                        self.next_set_id.fetch_add(1, Ordering::Relaxed),
+                    ),
                 };
                 let refresh_at = now + ttl.mul_f64(jitter());
                 let added: Vec<&str> = set
@@ -429,8 +445,11 @@ impl KeyStore {
                     h.next_refresh = Some(refresh_at);
                     h.fetches += 1;
                 });
-                self.current
-                    .store(Some(Arc::new(Loaded { set, usable_until })));
+                self.current.store(Some(Arc::new(Loaded {
+                    set,
+                    usable_until,
+                    id,
+                })));
                 self.next_background
                     .store(unix_millis(refresh_at), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
