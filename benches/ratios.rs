@@ -2,7 +2,7 @@
 //! interleaved (see `Paired`): on a shared machine, criterion's runs of
 //! one bench after another can differ by half just by when they ran.
 //!
-//! Prints one line per figure: `ALG NAME MEDIAN MIN MAX` over the rounds.
+//! Prints one line per figure: `ALG NAME MEDIAN MIN MAX BEST` (see below).
 //! `cargo bench --bench ratios` (`QUICK=1` for fewer, shorter rounds);
 //! `scripts/bench-report` reads its output.
 
@@ -32,37 +32,40 @@ fn main() {
             .collect();
         let refs: Vec<&(dyn Fn(u64) -> Duration + Sync)> = closures.iter().map(|b| &**b).collect();
         let p = Paired::run(&refs, count, round);
-        let at =
-            |case: Case, threads: usize| runs.iter().position(|&r| r == (case, threads)).unwrap();
-        let print = |name: &str, (median, lo, hi): (f64, f64, f64)| {
-            println!("{alg} {name} {median:.4} {lo:.4} {hi:.4}");
+        let at = |run: (Case, usize)| runs.iter().position(|&r| r == run).unwrap();
+        // `ALG NAME MEDIAN MIN MAX BEST`: the median, smallest and largest
+        // per-round figure, and the figure from each side's fastest round.
+        let print = |name: &str, (median, lo, hi): (f64, f64, f64), best: f64| {
+            println!("{alg} {name} {median:.4} {lo:.4} {hi:.4} {best:.4}");
         };
         for (i, &(case, threads)) in runs.iter().enumerate() {
             let m = p.median(i) / 1000.0;
-            print(&format!("{}-x{threads}-us", case.name()), (m, m, m));
-        }
-        print("cold/floor", p.ratio(at(Case::Cold, 1), at(Case::Floor, 1)));
-        print(
-            "cold/jsonwebtoken",
-            p.ratio(at(Case::Cold, 1), at(Case::Jsonwebtoken, 1)),
-        );
-        print(
-            "cold/cached",
-            p.ratio(at(Case::Cold, 1), at(Case::Cached, 1)),
-        );
-        let us = |(a, b, c): (f64, f64, f64)| (a / 1000.0, b / 1000.0, c / 1000.0);
-        print(
-            "hit-us",
-            us(p.difference(at(Case::Cached, 1), at(Case::Open, 1))),
-        );
-        print(
-            "hit-pool-us",
-            us(p.difference(at(Case::CachedPool, 1), at(Case::Open, 1))),
-        );
-        for case in TWO_THREADS {
             print(
-                &format!("{}-scaling", case.name()),
-                p.ratio(at(case, 1), at(case, 2)),
+                &format!("{}-x{threads}-us", case.name()),
+                (m, m, m),
+                p.best(i) / 1000.0,
+            );
+        }
+        let ratio = |name: &str, a: (Case, usize), b: (Case, usize)| {
+            print(name, p.ratio(at(a), at(b)), p.best_ratio(at(a), at(b)));
+        };
+        ratio("cold/floor", (Case::Cold, 1), (Case::Floor, 1));
+        ratio(
+            "cold/jsonwebtoken",
+            (Case::Cold, 1),
+            (Case::Jsonwebtoken, 1),
+        );
+        ratio("cold/cached", (Case::Cold, 1), (Case::Cached, 1));
+        for case in TWO_THREADS {
+            ratio(&format!("{}-scaling", case.name()), (case, 1), (case, 2));
+        }
+        let us = |(a, b, c): (f64, f64, f64)| (a / 1000.0, b / 1000.0, c / 1000.0);
+        for (name, case) in [("hit-us", Case::Cached), ("hit-pool-us", Case::CachedPool)] {
+            let (a, b) = (at((case, 1)), at((Case::Open, 1)));
+            print(
+                name,
+                us(p.difference(a, b)),
+                (p.best(a) - p.best(b)) / 1000.0,
             );
         }
     }

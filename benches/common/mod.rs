@@ -435,6 +435,17 @@ impl Paired {
         (median(ratios), lo, hi)
     }
 
+    /// The ratio of the fastest rounds of `a` and `b`: interference only
+    /// ever adds time, so each one's fastest round is its least disturbed.
+    pub fn best_ratio(&self, a: usize, b: usize) -> f64 {
+        self.best(a) / self.best(b)
+    }
+
+    /// The fastest round of measurement `m`, nanoseconds per unit.
+    pub fn best(&self, m: usize) -> f64 {
+        self.rounds[m].iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
     /// Median, smallest and largest of the per-round differences `a - b`.
     pub fn difference(&self, a: usize, b: usize) -> (f64, f64, f64) {
         let d: Vec<f64> = self.rounds[a]
