@@ -2,10 +2,10 @@
 //!
 //! Keyed by the token itself, compared whole. Only its last bytes, part of
 //! the signature, are hashed ([`TailHash`]): they differ between any two
-//! tokens, and hashing 900 bytes cost more than the rest of a hit (a
-//! digest even more, on machines without SHA instructions). Entries
-//! therefore hold tokens, as the requests that carry them do; they are
-//! bounded in number and lifetime.
+//! tokens, and hashing all 900 bytes cost about as much as the rest of a
+//! hit (a digest even more, on machines without SHA instructions).
+//! Entries therefore hold tokens, as the requests that carry them do; they
+//! are bounded in number and lifetime.
 //! An entry remembers the key that verified it; a hit counts
 //! only while that very key (not just its `kid`) is still in the current key
 //! set, so a key the issuer removes takes its cached verifications with it.
