@@ -26,22 +26,21 @@ use tower::Service;
 use tower_bearer::testing::TestIssuer;
 use tower_bearer::{Algorithm, BearerAuth};
 
-/// Distinct tokens for the cold path; cycled, with a cache too small to
-/// keep them.
+/// Distinct tokens: each new to the cold validator (its cache keeps one),
+/// all cached by the other.
 pub const POOL: usize = 512;
 
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 /// Everything measured for one algorithm.
 pub struct Fixture {
-    pub alg: Algorithm,
     pub idp: TestIssuer,
     /// A validator whose cache keeps one token: every pool token is new.
-    pub cold: BearerAuth,
+    cold: BearerAuth,
     /// A validator with the default cache.
-    pub cached: BearerAuth,
-    /// `POOL` distinct tokens; the first is the repeated one.
-    pub pool: Vec<String>,
+    cached: BearerAuth,
+    /// `POOL` distinct tokens.
+    pool: Vec<String>,
     /// `Authorization` values for the pool's tokens. Requests share them,
     /// as those a server parses share its read buffer: a 1 KB allocation
     /// per request would measure the allocator (glibc's frees of that
@@ -91,7 +90,6 @@ impl Fixture {
         jwt_validation.set_issuer(&[idp.issuer()]);
         jwt_validation.set_audience(&[idp.audience()]);
         Self {
-            alg,
             key: floor_key(&jwk, alg),
             idp,
             cold,
@@ -102,10 +100,6 @@ impl Fixture {
             jwt_validation,
             next: AtomicUsize::new(0),
         }
-    }
-
-    pub fn token(&self) -> &str {
-        &self.pool[0]
     }
 
     /// The floor for the `i`th pool token: verify with the pre-parsed
@@ -194,7 +188,7 @@ where
 
 /// A realistic access token, numbered `i`: about 1 KB with RS256, with the
 /// claims a Keycloak access token carries.
-pub fn mint(idp: &TestIssuer, i: usize) -> String {
+fn mint(idp: &TestIssuer, i: usize) -> String {
     idp.token()
         .scope("openid profile email documents:read documents:write")
         .claim("azp", "web-frontend")
