@@ -441,7 +441,8 @@ impl Builder {
     }
 
     /// The verified-token cache: a repeated JWT skips the signature check.
-    /// At most `max_entries` tokens, each for at most
+    /// At most `max_entries` tokens (rounded up to a multiple of the
+    /// cache's segments, a few per core), each for at most
     /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min.
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.token_cache = Some((max_entries, max_ttl));

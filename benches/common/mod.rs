@@ -26,8 +26,8 @@ use tower::Service;
 use tower_bearer::testing::TestIssuer;
 use tower_bearer::{Algorithm, BearerAuth};
 
-/// Distinct tokens: each new to the cold validator (its cache keeps one),
-/// all cached by the other.
+/// Distinct tokens: each new to the cold validator (its cache holds one
+/// per segment, a handful), all cached by the other.
 pub const POOL: usize = 512;
 
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
@@ -35,7 +35,8 @@ pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algo
 /// Everything measured for one algorithm.
 pub struct Fixture {
     pub idp: TestIssuer,
-    /// A validator whose cache keeps one token: every pool token is new.
+    /// A validator whose cache holds one token per segment: cycling
+    /// through the pool, every token is new to it.
     cold: BearerAuth,
     /// A validator with the default cache.
     cached: BearerAuth,
