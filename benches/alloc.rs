@@ -1,17 +1,18 @@
 //! Heap allocations per request through the layer, on the cold path (a
 //! token not seen before) and the cached path (a repeated token), counted
-//! by a global allocator. Prints one line per path.
+//! by a global allocator around the calls alone (the requests are built
+//! before). Prints one line for `scripts/bench-report`.
 //!
 //! `cargo bench --bench alloc`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{Request, Response};
-use tower::{Service, ServiceExt};
-use tower_bearer::BearerAuth;
-use tower_bearer::testing::TestIssuer;
+use common::{Case, Fixture, call};
+use tower_bearer::Algorithm;
 
 struct Counting;
 
@@ -38,52 +39,24 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Allocations per request of `case`, over `n` requests after one to warm up.
+fn per_request(fx: &Fixture, case: Case, n: u64) -> f64 {
+    let mut svc = fx.layer(case);
+    for req in fx.requests(case, 0, 1) {
+        call(&mut svc, req);
+    }
+    let reqs = fx.requests(case, 0, n);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for req in reqs {
+        call(&mut svc, req);
+    }
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n as f64
+}
+
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let idp = rt.block_on(TestIssuer::start()).unwrap();
-    let auth = BearerAuth::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .jwks_json(idp.jwks_json())
-        .build()
-        .unwrap();
-    let mut svc = tower::Layer::layer(
-        &auth,
-        tower::service_fn(|_: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }),
-    );
-    const N: u64 = 200;
-    let tokens: Vec<String> = (0..=N)
-        .map(|i| idp.token().scope("read write").claim("n", i).sign())
-        .collect();
-    let requests = |token: &str, n: u64| -> Vec<Request<()>> {
-        (0..n)
-            .map(|_| {
-                Request::get("/")
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(())
-                    .unwrap()
-            })
-            .collect()
-    };
-    let mut measure = |reqs: Vec<Request<()>>| -> f64 {
-        let n = reqs.len() as f64;
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        for req in reqs {
-            let res = rt.block_on(async { svc.ready().await.unwrap().call(req).await.unwrap() });
-            assert!(res.status().is_success());
-            drop(res);
-        }
-        (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / n
-    };
-    // Warm up: keys parsed, the cached token verified once.
-    measure(requests(&tokens[0], 1));
-    let cached = measure(requests(&tokens[0], N));
-    let cold_reqs: Vec<Request<()>> = tokens[1..].iter().flat_map(|t| requests(t, 1)).collect();
-    let cold = measure(cold_reqs);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fx = Fixture::new(&rt, Algorithm::RS256);
+    let cold = per_request(&fx, Case::Cold, 200);
+    let cached = per_request(&fx, Case::Cached, 200);
     println!("allocations per request: cold {cold:.1}, cached {cached:.1}");
 }

@@ -122,7 +122,7 @@ impl Fixture {
     }
 
     /// Requests for the next `n` pool tokens (each new to a cold cache).
-    pub fn fresh_requests(&self, n: u64) -> Vec<Request<()>> {
+    fn fresh_requests(&self, n: u64) -> Vec<Request<()>> {
         (0..n)
             .map(|_| self.request(self.next.fetch_add(1, Ordering::Relaxed) % POOL))
             .collect()
@@ -130,7 +130,7 @@ impl Fixture {
 
     /// `n` requests that all carry the same token, the `client`th of the
     /// pool: on two threads, two clients that each repeat their own.
-    pub fn repeated_requests(&self, client: usize, n: u64) -> Vec<Request<()>> {
+    fn repeated_requests(&self, client: usize, n: u64) -> Vec<Request<()>> {
         (0..n).map(|_| self.request(client)).collect()
     }
 
@@ -345,7 +345,7 @@ impl Case {
 impl Fixture {
     /// The wall time of `n` units of `case` split over `threads` threads.
     pub fn time(&self, case: Case, threads: usize, n: u64) -> Duration {
-        let layered = |auth: &BearerAuth| tower::Layer::layer(auth, inner());
+        let requests = |t, k| self.requests(case, t, k);
         match case {
             Case::Floor => parallel(threads, n, |_, share| {
                 move || timed(share, |i| drop(black_box(self.floor(i))))
@@ -353,25 +353,29 @@ impl Fixture {
             Case::Jsonwebtoken => parallel(threads, n, |_, share| {
                 move || timed(share, |i| drop(black_box(self.jsonwebtoken(i))))
             }),
-            Case::Open => serve(threads, n, inner, |t, k| self.repeated_requests(t, k)),
-            Case::Cold => serve(
-                threads,
-                n,
-                || layered(&self.cold),
-                |_, k| self.fresh_requests(k),
-            ),
-            Case::Cached => serve(
-                threads,
-                n,
-                || layered(&self.cached),
-                |t, k| self.repeated_requests(t, k),
-            ),
-            Case::CachedPool => serve(
-                threads,
-                n,
-                || layered(&self.cached),
-                |_, k| self.fresh_requests(k),
-            ),
+            Case::Open => serve(threads, n, inner, requests),
+            Case::Cold | Case::Cached | Case::CachedPool => {
+                serve(threads, n, || self.layer(case), requests)
+            }
+        }
+    }
+
+    /// The layer a case calls: the cold validator's, or the caching one's.
+    pub fn layer(&self, case: Case) -> tower_bearer::Bearer<Inner> {
+        let auth = if case == Case::Cold {
+            &self.cold
+        } else {
+            &self.cached
+        };
+        tower::Layer::layer(auth, inner())
+    }
+
+    /// `n` requests of a case for thread `t`: new tokens for `Cold`, the
+    /// pool in turn for `CachedPool`, else thread `t`'s own repeated token.
+    pub fn requests(&self, case: Case, t: usize, n: u64) -> Vec<Request<()>> {
+        match case {
+            Case::Cold | Case::CachedPool => self.fresh_requests(n),
+            _ => self.repeated_requests(t, n),
         }
     }
 }

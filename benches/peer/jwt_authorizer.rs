@@ -49,7 +49,7 @@ fn main() {
                 threads,
                 n,
                 || tower::Layer::layer(&layer, tower::service_fn(ok as PeerHandler)),
-                |_, k| fx.fresh_requests(k),
+                |t, k| fx.requests(Case::Cold, t, k),
             )
         };
         criterion
