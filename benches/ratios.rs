@@ -9,8 +9,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::Duration;
-
 use common::{ALGORITHMS, Case, Fixture, Paired, TWO_THREADS, paired_settings};
 
 fn main() {
@@ -23,15 +21,14 @@ fn main() {
             .map(|&c| (c, 1))
             .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
-        let closures: Vec<Box<dyn Fn(u64) -> Duration + Sync>> = runs
+        let timers: Vec<_> = runs
             .iter()
             .map(|&(case, threads)| {
                 let fx = &fx;
-                Box::new(move |n| fx.time(case, threads, n)) as Box<dyn Fn(u64) -> Duration + Sync>
+                move |n| fx.time(case, threads, n)
             })
             .collect();
-        let refs: Vec<&(dyn Fn(u64) -> Duration + Sync)> = closures.iter().map(|b| &**b).collect();
-        let p = Paired::run(&refs, count, round);
+        let p = Paired::run(&timers, count, round);
         let at = |run: (Case, usize)| runs.iter().position(|&r| r == run).unwrap();
         // `ALG NAME MEDIAN MIN MAX BEST`: the median, smallest and largest
         // per-round figure, and the figure from each side's fastest round.

@@ -391,7 +391,7 @@ pub struct Paired {
 impl Paired {
     /// Runs each of `runs` (given a unit count, returns the time taken)
     /// for about `round` per turn, `count` rounds.
-    pub fn run(runs: &[&(dyn Fn(u64) -> Duration + Sync)], count: usize, round: Duration) -> Self {
+    pub fn run(runs: &[impl Fn(u64) -> Duration], count: usize, round: Duration) -> Self {
         let sizes: Vec<u64> = runs
             .iter()
             .map(|run| {

@@ -59,7 +59,7 @@ fn main() {
         let (count, round) = paired_settings();
         let ours = |n| fx.time(Case::Cold, 1, n);
         let theirs = |n| peer(1, n);
-        let runs: [&(dyn Fn(u64) -> Duration + Sync); 2] = [&theirs, &ours];
+        let runs: [&dyn Fn(u64) -> Duration; 2] = [&theirs, &ours];
         let p = Paired::run(&runs, count, round);
         let ((median, lo, hi), best) = (p.ratio(0, 1), p.best_ratio(0, 1));
         ratios.push(format!(
