@@ -1,7 +1,7 @@
 //! [`AuthError`] and its mapping to RFC 6750 responses.
 //!
 //! Every failure of the pipeline is one variant, so callers can match on it
-//! and transports (HTTP here, gRPC later) can map it. Descriptions are fixed
+//! and each transport (HTTP, gRPC) can map it. Descriptions are fixed
 //! strings written by this crate: they never contain the token or anything
 //! else taken from the request.
 
@@ -81,7 +81,8 @@ pub enum TokenError {
     BadSignature,
     /// `exp` is in the past, beyond the leeway.
     Expired,
-    /// `nbf` is in the future, beyond the leeway.
+    /// `nbf` is in the future, beyond the leeway; or, with a maximum token
+    /// age, `iat` is.
     NotYetValid,
     /// `iat` is older than the configured maximum token age.
     TooOld,
@@ -141,8 +142,9 @@ impl AuthError {
 
     /// The gRPC answer: HTTP 200 with a trailers-only response —
     /// `grpc-status`, a percent-encoded `grpc-message` saying why (never
-    /// the token), and the RFC 6750 challenge as `www-authenticate`
-    /// metadata — and no body.
+    /// the token), the RFC 6750 challenge as `www-authenticate` metadata,
+    /// `cache-control: no-store` — and no body, so the layer sends it as a
+    /// single HEADERS frame that ends the stream.
     pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
         let mut res = Response::new(Bytes::new());
         let headers = res.headers_mut();
@@ -158,6 +160,7 @@ impl AuthError {
         if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
             headers.insert("grpc-message", v);
         }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.www_authenticate(realm) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
@@ -271,7 +274,9 @@ impl AuthError {
         }
         if let Self::TemporarilyUnavailable { retry_after } = self {
             // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let secs = retry_after
+                .as_secs()
+                .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         res

@@ -237,9 +237,14 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    /// An empty refusal (gRPC's) holds no data frame, so `is_end_stream`
+    /// is true at once and the server ends the stream with the HEADERS
+    /// frame: a trailers-only answer, as gRPC requires.
     fn error(data: Bytes) -> Self {
         Self {
-            kind: BodyKind::Refusal { data: Some(data) },
+            kind: BodyKind::Refusal {
+                data: (!data.is_empty()).then_some(data),
+            },
         }
     }
 }
