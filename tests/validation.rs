@@ -527,6 +527,10 @@ async fn rejects_other_token_types() {
         "application/dpop+jwt",
         "JOSE",
         "secevent+jwt",
+        // Present but empty is not absent.
+        "",
+        "application/",
+        " ",
     ] {
         let token = s.idp.token().header("typ", typ).sign();
         assert_eq!(s.refused(&token).await, TokenError::WrongType, "{typ}");

@@ -2,6 +2,7 @@
 //! claims and the scope claims, type-checks them, and skips everything else
 //! without allocating for it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 
 use crate::alg::Algorithm;
 use crate::error::TokenError;
-use crate::jwt::header::Str;
+use crate::jwt::header::{Names, Str};
 
 /// The registered and widely used claims of a verified token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -188,12 +189,20 @@ pub(crate) fn parse(
     {
         return Err(TokenError::MissingClaim(missing.1.clone()));
     }
-    let mut scopes: Vec<Box<str>> = Vec::new();
-    for s in out.scopes {
-        if !scopes.contains(&s) {
-            scopes.push(s);
-        }
-    }
+    // Repeats dropped, first occurrence kept, in linear time.
+    let first: Vec<bool> = {
+        let mut seen = Names::default();
+        out.scopes
+            .iter()
+            .map(|s| seen.insert(Cow::Borrowed(&**s)))
+            .collect()
+    };
+    let scopes: Vec<Box<str>> = out
+        .scopes
+        .into_iter()
+        .zip(first)
+        .filter_map(|(s, first)| first.then_some(s))
+        .collect();
     Ok(Principal(Arc::new(Inner {
         claims: Claims {
             iss: out.iss,
@@ -250,13 +259,8 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut names = Names::default();
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
-            // Duplicate claim names are ambiguous: RFC 7519 §4 lets a parser
-            // reject them, and accepting them invites parser differentials.
-            if names.contains(&name) {
-                return Err(de::Error::custom("duplicate claim"));
-            }
             // The builder caps required claims at 64 and removes duplicates.
             if let Some(i) = self.rules.required.iter().position(|r| **r == *name) {
                 self.out.seen |= 1 << i;
@@ -305,7 +309,11 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            names.push(name);
+            // Duplicate claim names are ambiguous: RFC 7519 §4 lets a parser
+            // reject them, and accepting them invites parser differentials.
+            if !names.insert(name) {
+                return Err(de::Error::custom("duplicate claim"));
+            }
         }
         Ok(())
     }
