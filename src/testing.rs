@@ -64,6 +64,9 @@ struct State {
     jwks_not_modified: AtomicUsize,
     discovery_fetches: AtomicUsize,
     introspections: AtomicUsize,
+    /// Introspection requests being answered now, and the most ever.
+    introspections_in_flight: AtomicUsize,
+    max_introspections_in_flight: AtomicUsize,
     next_id: AtomicU64,
     /// Opaque tokens minted, with their claims.
     opaque: Mutex<HashMap<String, Map<String, Value>>>,
@@ -76,6 +79,10 @@ struct Faults {
     jwks: EndpointFault,
     introspection: EndpointFault,
     cache_control: Option<String>,
+    /// JWKS answers carry no `ETag` (and ignore `If-None-Match`).
+    no_etag: bool,
+    /// How long each introspection answer takes.
+    introspection_delay: Duration,
 }
 
 /// How an endpoint of the test issuer misbehaves; see
@@ -94,6 +101,9 @@ pub enum EndpointFault {
     HugeBody(usize),
     /// Answer 200 with a body of this many bytes, streamed without a length.
     HugeStream(usize),
+    /// Answer 200 with exactly this body: a JWK set of the test's own,
+    /// such as `{"keys":[]}`.
+    Document(String),
     /// Accept the request and never answer.
     Hang,
 }
@@ -183,6 +193,8 @@ impl TestIssuerBuilder {
             jwks_not_modified: AtomicUsize::new(0),
             discovery_fetches: AtomicUsize::new(0),
             introspections: AtomicUsize::new(0),
+            introspections_in_flight: AtomicUsize::new(0),
+            max_introspections_in_flight: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             opaque: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashSet::new()),
@@ -283,6 +295,25 @@ impl TestIssuer {
         self.state.faults().cache_control = value.map(str::to_owned);
     }
 
+    /// Whether JWKS answers carry an `ETag` and honour `If-None-Match`
+    /// (the default), or are plain 200s every time, as some issuers send.
+    pub fn set_jwks_etag(&self, on: bool) {
+        self.state.faults().no_etag = !on;
+    }
+
+    /// Makes every introspection answer take this long (none by default),
+    /// so that calls overlap.
+    pub fn set_introspection_delay(&self, delay: Duration) {
+        self.state.faults().introspection_delay = delay;
+    }
+
+    /// The most introspection requests that were being answered at once.
+    pub fn max_introspections_in_flight(&self) -> usize {
+        self.state
+            .max_introspections_in_flight
+            .load(Ordering::SeqCst)
+    }
+
     /// The JWKS document currently served.
     pub fn jwks_json(&self) -> String {
         self.state.jwks().to_string()
@@ -326,6 +357,26 @@ impl TestIssuer {
     /// from now on; the old keys stay published. Returns the new `kid`.
     pub fn rotate(&self, alg: Algorithm) -> String {
         self.state.add_key(alg, true).unwrap_or_default()
+    }
+
+    /// Gives key `kid` new key material of the same algorithm, published
+    /// under the same `kid`: what an issuer that reuses `kid`s does.
+    pub fn rekey(&self, kid: &str) {
+        let Some(alg) = self
+            .state
+            .keys()
+            .all
+            .iter()
+            .find(|k| k.kid == kid)
+            .map(|k| k.alg)
+        else {
+            return;
+        };
+        let Ok(pair) = new_pair(alg) else { return };
+        let mut keys = self.state.keys();
+        if let Some(k) = keys.all.iter_mut().find(|k| k.kid == kid) {
+            k.pair = pair;
+        }
     }
 
     /// Stops publishing key `kid` (it can still sign, to test removal).
@@ -492,21 +543,7 @@ impl State {
     }
 
     fn add_key(&self, alg: Algorithm, make_current: bool) -> Result<String, String> {
-        let pair = match alg.family() {
-            Family::Rsa => {
-                Pair::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| e.to_string())?)
-            }
-            Family::P256 => Pair::Ec(
-                EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .map_err(|e| e.to_string())?,
-            ),
-            Family::P384 => Pair::Ec(
-                EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
-                    .map_err(|e| e.to_string())?,
-            ),
-            Family::Ed25519 => Pair::Ed(Ed25519KeyPair::generate().map_err(|e| e.to_string())?),
-            Family::Hmac => return Err("the test issuer signs with asymmetric keys only".into()),
-        };
+        let pair = new_pair(alg)?;
         let mut keys = self.keys();
         let kid = format!("key-{}", keys.all.len() + 1);
         keys.all.push(SigningKey {
@@ -531,6 +568,25 @@ impl State {
             .collect();
         json!({ "keys": list })
     }
+}
+
+/// A fresh key pair for `alg`.
+fn new_pair(alg: Algorithm) -> Result<Pair, String> {
+    Ok(match alg.family() {
+        Family::Rsa => {
+            Pair::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|e| e.to_string())?)
+        }
+        Family::P256 => Pair::Ec(
+            EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(|e| e.to_string())?,
+        ),
+        Family::P384 => Pair::Ec(
+            EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING)
+                .map_err(|e| e.to_string())?,
+        ),
+        Family::Ed25519 => Pair::Ed(Ed25519KeyPair::generate().map_err(|e| e.to_string())?),
+        Family::Hmac => return Err("the test issuer signs with asymmetric keys only".into()),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -727,32 +783,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/introspect" => {
             state.introspections.fetch_add(1, Ordering::SeqCst);
-            let fault = state.faults().introspection.clone();
-            if let Some(res) = fault_response(&fault).await {
-                return res;
-            }
-            let (parts, body) = req.into_parts();
-            let Ok(body) = http_body_util::BodyExt::collect(body).await else {
-                return respond(StatusCode::BAD_REQUEST, full(""));
-            };
-            let form: HashMap<String, String> = url::form_urlencoded::parse(&body.to_bytes())
-                .into_owned()
-                .collect();
-            let req = Request::from_parts(parts, ());
-            let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
-            if client_credentials(&req, &form) != Some((id.to_owned(), secret.to_owned())) {
-                return respond(
-                    StatusCode::UNAUTHORIZED,
-                    full(r#"{"error":"invalid_client"}"#),
-                );
-            }
-            let Some(token) = form.get("token") else {
-                return respond(
-                    StatusCode::BAD_REQUEST,
-                    full(r#"{"error":"invalid_request"}"#),
-                );
-            };
-            respond(StatusCode::OK, full(state.introspect(token).to_string()))
+            let _in_flight = InFlight::enter(state);
+            introspect(state, req).await
         }
         "/.well-known/openid-configuration" => {
             state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
@@ -766,26 +798,29 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         "/jwks" => {
             state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-            let (fault, cache_control) = {
+            let (fault, cache_control, no_etag) = {
                 let f = state.faults();
-                (f.jwks.clone(), f.cache_control.clone())
+                (f.jwks.clone(), f.cache_control.clone(), f.no_etag)
             };
             if let Some(res) = fault_response(&fault).await {
                 return res;
             }
             let body = state.jwks().to_string();
             let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
-            let mut res = if req
-                .headers()
-                .get(header::IF_NONE_MATCH)
-                .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            let mut res = if !no_etag
+                && req
+                    .headers()
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v.as_bytes() == etag.as_bytes())
             {
                 state.jwks_not_modified.fetch_add(1, Ordering::SeqCst);
                 respond(StatusCode::NOT_MODIFIED, full(""))
             } else {
                 respond(StatusCode::OK, full(body))
             };
-            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+            if let Ok(v) = http::HeaderValue::from_str(&etag)
+                && !no_etag
+            {
                 res.headers_mut().insert(header::ETAG, v);
             }
             if let Some(cc) =
@@ -799,6 +834,67 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Counts an introspection request as in flight until it is answered or
+/// its connection dropped.
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let now = state
+            .introspections_in_flight
+            .fetch_add(1, Ordering::SeqCst)
+            + 1;
+        state
+            .max_introspections_in_flight
+            .fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .introspections_in_flight
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The introspection endpoint: client authentication, then the answer.
+async fn introspect(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let (fault, delay) = {
+        let f = state.faults();
+        (f.introspection.clone(), f.introspection_delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(res) = fault_response(&fault).await {
+        return res;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = http_body_util::BodyExt::collect(body).await else {
+        return respond(StatusCode::BAD_REQUEST, full(""));
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body.to_bytes())
+        .into_owned()
+        .collect();
+    let req = Request::from_parts(parts, ());
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    if client_credentials(&req, &form) != Some((id.to_owned(), secret.to_owned())) {
+        return respond(
+            StatusCode::UNAUTHORIZED,
+            full(r#"{"error":"invalid_client"}"#),
+        );
+    }
+    let Some(token) = form.get("token") else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            full(r#"{"error":"invalid_request"}"#),
+        );
+    };
+    respond(StatusCode::OK, full(state.introspect(token).to_string()))
+}
+
 /// The misbehaving answer for `fault`, or `None` to answer normally.
 async fn fault_response(fault: &EndpointFault) -> Option<Response<Body>> {
     Some(match fault {
@@ -810,6 +906,7 @@ async fn fault_response(fault: &EndpointFault) -> Option<Response<Body>> {
         EndpointFault::InvalidJson => respond(StatusCode::OK, full("{\"keys\": [")),
         EndpointFault::HugeBody(len) => respond(StatusCode::OK, full(vec![b' '; *len])),
         EndpointFault::HugeStream(len) => respond(StatusCode::OK, Body::new(Chunks { left: *len })),
+        EndpointFault::Document(body) => respond(StatusCode::OK, full(body.clone())),
         EndpointFault::Hang => std::future::pending().await,
     })
 }

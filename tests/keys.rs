@@ -437,14 +437,154 @@ async fn a_cached_verification_outlives_a_304_but_not_a_new_set() {
     assert!(s.auth.validate(&token).await.is_ok());
     assert_eq!(verified(), 0, "hits across a 304");
 
-    // A changed set is fetched whole: its keys are new objects, so the
-    // cached verification is checked against them and redone once.
+    // A changed set keeps the very key whose JWK did not change: the
+    // cached verification is found by a lookup in the new set.
     s.idp.add_key(Algorithm::ES256);
     s.clock.advance(Duration::from_secs(600));
     assert!(s.auth.validate(&token).await.is_ok());
     next_health(&mut rx).await;
     assert!(s.auth.validate(&token).await.is_ok());
-    assert_eq!(verified(), 1, "verified again against the new set");
-    assert!(s.auth.validate(&token).await.is_ok());
-    assert_eq!(verified(), 1, "and a hit after that");
+    assert_eq!(verified(), 0, "hits across a new set with the same key");
+
+    // The same kid with new key material is a new key: the cached
+    // verification goes, and the token is checked against the new key.
+    s.idp.rekey(&s.idp.current_kid());
+    s.clock.advance(Duration::from_secs(600));
+    assert!(
+        s.auth.validate(&token).await.is_ok(),
+        "until the refresh lands"
+    );
+    next_health(&mut rx).await;
+    assert_eq!(
+        s.auth.validate(&token).await.unwrap_err(),
+        AuthError::InvalidToken(TokenError::BadSignature)
+    );
+    assert_eq!(verified(), 1, "verified again, against the new material");
+    assert!(s.auth.validate(&s.idp.token().sign()).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_issuer_without_etag_keeps_a_thousand_cached_verifications_across_a_refresh() {
+    let s = setup_with(|b| b.token_cache(2000, Duration::from_secs(3600))).await;
+    s.idp.set_jwks_etag(false);
+    let tokens: Vec<String> = (0..1000)
+        .map(|_| s.idp.token().expires_in(100_000).sign())
+        .collect();
+    for t in &tokens {
+        assert!(s.auth.validate(t).await.is_ok());
+    }
+    let verified = s.auth.stats().signatures_verified;
+
+    let mut rx = s.auth.watch_key_health();
+    s.clock.advance(Duration::from_secs(600));
+    assert!(s.auth.validate(&tokens[0]).await.is_ok());
+    next_health(&mut rx).await;
+    assert_eq!(s.idp.jwks_not_modified(), 0, "a full 200 every time");
+    for t in &tokens {
+        assert!(s.auth.validate(t).await.is_ok());
+    }
+    assert_eq!(
+        s.auth.stats().signatures_verified,
+        verified,
+        "no signature checked again after a refresh with unchanged keys"
+    );
+
+    // A kid reused for new material drops every one of them.
+    s.idp.rekey(&s.idp.current_kid());
+    s.clock.advance(Duration::from_secs(600));
+    assert!(s.auth.validate(&tokens[0]).await.is_ok());
+    next_health(&mut rx).await;
+    for t in &tokens {
+        assert_eq!(
+            s.auth.validate(t).await.unwrap_err(),
+            AuthError::InvalidToken(TokenError::BadSignature)
+        );
+    }
+    assert_eq!(s.auth.stats().signatures_verified, verified + 1000);
+}
+
+/// JWK sets that are well-formed and hold no usable key: empty, or only
+/// keys this crate refuses (RSA-1024, `use: enc`, Ed448).
+fn sets_without_usable_keys(idp: &TestIssuer) -> Vec<(&'static str, String, usize)> {
+    let mut enc = idp.public_jwk(&idp.current_kid()).unwrap();
+    enc["use"] = "enc".into();
+    enc["kid"] = "enc-key".into();
+    let mut n = vec![0xc5u8; 128];
+    n[127] = 0x01;
+    let rsa_1024 = serde_json::json!({
+        "kty": "RSA", "kid": "small", "n": common::b64(&n), "e": "AQAB",
+    });
+    let ed448 = serde_json::json!({
+        "kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": common::b64([7u8; 57]),
+    });
+    vec![
+        ("empty", r#"{"keys":[]}"#.to_owned(), 0),
+        (
+            "unusable",
+            serde_json::json!({ "keys": [rsa_1024, enc, ed448] }).to_string(),
+            3,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_well_formed_set_without_usable_keys_replaces_the_old_one_on_a_refetch() {
+    let probe = setup().await;
+    for (what, body, skipped) in sets_without_usable_keys(&probe.idp) {
+        let s = setup_with(|b| b.token_cache(100, Duration::from_secs(3600))).await;
+        let token = s.idp.token().expires_in(100_000).sign();
+        assert!(s.auth.validate(&token).await.is_ok(), "{what}: cached");
+        s.idp.set_jwks_fault(EndpointFault::Document(body));
+        // A new kid makes the request refetch the set.
+        let new = s.idp.token().header("kid", "next").sign();
+        assert_eq!(
+            s.auth.validate(&new).await.unwrap_err(),
+            unknown_key(),
+            "{what}"
+        );
+        assert_eq!(s.idp.jwks_fetches(), 2, "{what}");
+        assert_eq!(
+            s.auth.validate(&token).await.unwrap_err(),
+            unknown_key(),
+            "{what}: the withdrawn key's token, cached before"
+        );
+        let fresh = s.idp.token().expires_in(100_000).sign();
+        assert_eq!(
+            s.auth.validate(&fresh).await.unwrap_err(),
+            unknown_key(),
+            "{what}"
+        );
+        let h = s.auth.key_health();
+        let now = tower_bearer::Clock::now(&s.clock);
+        assert_eq!((h.key_count, h.skipped_keys), (0, skipped), "{what}");
+        assert!(!h.is_ready(now) && h.last_error.is_none(), "{what}: {h:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_well_formed_set_without_usable_keys_replaces_the_old_one_in_the_background() {
+    let probe = setup().await;
+    for (what, body, skipped) in sets_without_usable_keys(&probe.idp) {
+        let s = setup_with(|b| b.token_cache(100, Duration::from_secs(3600))).await;
+        let token = s.idp.token().expires_in(100_000).sign();
+        assert!(s.auth.validate(&token).await.is_ok());
+        s.idp.set_jwks_fault(EndpointFault::Document(body));
+        let mut rx = s.auth.watch_key_health();
+        s.clock.advance(Duration::from_secs(600));
+        assert!(
+            s.auth.validate(&token).await.is_ok(),
+            "{what}: until it lands"
+        );
+        let h = next_health(&mut rx).await;
+        assert_eq!(
+            (h.key_count, h.skipped_keys, h.fetches),
+            (0, skipped, 2),
+            "{what}"
+        );
+        assert_eq!(
+            s.auth.validate(&token).await.unwrap_err(),
+            unknown_key(),
+            "{what}"
+        );
+    }
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
+use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
@@ -25,6 +25,10 @@ use crate::config::Limits;
 pub(crate) struct Key {
     kid: Option<Box<str>>,
     verifiers: Vec<(Algorithm, Verifier)>,
+    /// SHA-256 of the JWK it was parsed from (all its members), so that a
+    /// refetched set keeps this very `Arc` for an unchanged JWK; `None`
+    /// for configured secrets.
+    fingerprint: Option<[u8; 32]>,
 }
 
 enum Verifier {
@@ -142,6 +146,19 @@ impl KeySet {
         allowed: &[Algorithm],
         limits: &Limits,
     ) -> Result<(Self, Vec<SkippedKey>), JwksError> {
+        Self::parse_reusing(json, allowed, limits, None)
+    }
+
+    /// [`parse`](Self::parse), taking from `previous` every key whose JWK
+    /// is unchanged, member for member: the same `Arc`, so verifications
+    /// cached with it stay valid. A `kid` alone never matches; a `kid`
+    /// reused for new key material gets a new key.
+    fn parse_reusing(
+        json: &[u8],
+        allowed: &[Algorithm],
+        limits: &Limits,
+        previous: Option<&KeySet>,
+    ) -> Result<(Self, Vec<SkippedKey>), JwksError> {
         let raw: RawJwks = serde_json::from_slice(json).map_err(|_| JwksError::NotAJwks)?;
         if raw.keys.len() > limits.max_jwks_keys {
             return Err(JwksError::TooManyKeys {
@@ -152,23 +169,43 @@ impl KeySet {
         let mut set = Self::default();
         let mut skipped = Vec::new();
         for value in raw.keys {
+            // `Value` serialises its members in one canonical order.
+            let fingerprint = serde_json::to_vec(&value).map(|bytes| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(digest::digest(&digest::SHA256, &bytes).as_ref());
+                out
+            });
+            let unchanged = fingerprint.as_ref().ok().and_then(|fp| {
+                previous?
+                    .keys
+                    .iter()
+                    .find(|k| k.fingerprint.as_ref() == Some(fp))
+            });
+            if let Some(key) = unchanged {
+                set.insert_arc(key.clone());
+                continue;
+            }
             let kid = value.get("kid").and_then(|k| k.as_str()).map(str::to_owned);
             match key_from_jwk(value, allowed, limits) {
-                Ok(key) => set.insert(key),
+                Ok(mut key) => {
+                    key.fingerprint = fingerprint.ok();
+                    set.insert_arc(Arc::new(key));
+                }
                 Err(reason) => skipped.push(SkippedKey { kid, reason }),
             }
         }
         Ok((set, skipped))
     }
 
-    /// [`parse`](Self::parse), logging each skipped key as a warning;
-    /// `Ok(None)` when no key is usable.
-    pub(crate) fn parse_usable(
+    /// [`parse`](Self::parse) reusing the keys of `previous`, logging each
+    /// skipped key as a warning; also returns how many were skipped.
+    pub(crate) fn parse_logged(
         json: &[u8],
         allowed: &[Algorithm],
         limits: &Limits,
-    ) -> Result<Option<Self>, JwksError> {
-        let (set, skipped) = Self::parse(json, allowed, limits)?;
+        previous: Option<&KeySet>,
+    ) -> Result<(Self, usize), JwksError> {
+        let (set, skipped) = Self::parse_reusing(json, allowed, limits, previous)?;
         for s in &skipped {
             tracing::warn!(
                 kid = s.kid.as_deref(),
@@ -176,7 +213,7 @@ impl KeySet {
                 "skipping unusable JWK"
             );
         }
-        Ok((!set.is_empty()).then_some(set))
+        Ok((set, skipped.len()))
     }
 
     /// A set holding one shared secret for HMAC algorithms.
@@ -186,31 +223,28 @@ impl KeySet {
             Algorithm::HS384 => hmac::HMAC_SHA384,
             _ => hmac::HMAC_SHA512,
         };
-        self.insert(Key {
+        self.insert_arc(Arc::new(Key {
             kid: None,
             verifiers: vec![(
                 alg,
                 Verifier::Hmac(Box::new(hmac::Key::new(hmac_alg, secret))),
             )],
-        });
+            fingerprint: None,
+        }));
     }
 
-    fn insert(&mut self, key: Key) {
+    fn insert_arc(&mut self, key: Arc<Key>) {
         let idx = self.keys.len();
         if let Some(kid) = &key.kid {
             self.by_kid.entry(kid.clone()).or_default().push(idx);
         }
-        self.keys.push(Arc::new(key));
+        self.keys.push(key);
     }
 
     /// Adds every key of `other` to this set.
     pub(crate) fn extend(&mut self, other: &KeySet) {
         for key in &other.keys {
-            let idx = self.keys.len();
-            if let Some(kid) = &key.kid {
-                self.by_kid.entry(kid.clone()).or_default().push(idx);
-            }
-            self.keys.push(key.clone());
+            self.insert_arc(key.clone());
         }
     }
 
@@ -393,6 +427,7 @@ fn key_from_jwk(
     Ok(Key {
         kid: common.key_id.as_deref().map(Box::from),
         verifiers,
+        fingerprint: None,
     })
 }
 

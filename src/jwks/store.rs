@@ -12,9 +12,12 @@
 //!   request that queued behind a fetch reuse its result (single-flight). A
 //!   cooldown bounds how often unknown `kid`s can trigger a fetch.
 //!
-//! A failed fetch keeps the last good set, up to `max_stale` past its
-//! expiry, and retries with exponential backoff. A successful fetch
-//! replaces the set whole: a key the issuer removed is gone at once.
+//! A failed fetch (transport error, a status other than 200/304, a body
+//! that is not a JWK set) keeps the last good set, up to `max_stale` past
+//! its expiry, and retries with exponential backoff. A well-formed set
+//! replaces the old one whole, even when it holds no usable key: a key the
+//! issuer removed is gone at once. Keys whose JWK did not change keep their
+//! `Arc`, so the verifications cached with them survive a refresh.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +27,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Mutex, watch};
 use url::Url;
 
-use super::fetch::{FetchError, Fetched, Fetcher, Validators};
+use super::fetch::{FetchError, Fetched, Fetcher, Validators, loggable};
 use super::set::KeySet;
 use crate::alg::Algorithm;
 use crate::clock::Clock;
@@ -62,8 +65,14 @@ pub(crate) struct KeyPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyHealth {
-    /// Usable keys in the current set.
+    /// Usable keys in the current set. Zero after the issuer published a
+    /// set without a usable key: tokens are then refused (`invalid_token`)
+    /// and [`is_ready`](Self::is_ready) is false.
     pub key_count: usize,
+    /// Keys of the last fetched set that were skipped as unusable (RSA
+    /// under 2048 bits, `use` other than `sig`, an unsupported curve, …);
+    /// each is logged with its reason.
+    pub skipped_keys: usize,
     /// Their `kid`s.
     pub kids: Vec<String>,
     /// When a fetch last succeeded (a 304 counts).
@@ -101,6 +110,14 @@ impl KeyHealth {
     pub fn is_stale(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|t| now >= t)
     }
+}
+
+/// A key set as fetched: the keys (configured secrets included), and how
+/// many of the JWKs were usable or skipped.
+struct FetchedSet {
+    set: KeySet,
+    usable: usize,
+    skipped: usize,
 }
 
 /// A key set with its lifetimes.
@@ -388,7 +405,7 @@ impl KeyStore {
             .as_ref()
             .map(|(u, _)| u)
             .or(remote.jwks_uri.as_ref())
-            .map(Url::as_str);
+            .map(loggable);
         match result {
             Ok((set, max_age)) => {
                 let status = if set.is_some() { 200 } else { 304 };
@@ -396,8 +413,18 @@ impl KeyStore {
                 let ttl = max_age
                     .unwrap_or(p.default_max_age)
                     .clamp(p.min_max_age, p.max_max_age);
+                let skipped = set.as_ref().map(|f| f.skipped);
+                if let Some(f) = &set
+                    && f.usable == 0
+                {
+                    tracing::error!(
+                        url = uri.as_deref(),
+                        skipped = f.skipped,
+                        "the issuer's JWK set holds no usable key; its tokens are refused until it publishes one"
+                    );
+                }
                 let (set, id) = match (set, &old) {
-                    (Some(set), _) => (set, self.next_set_id.fetch_add(1, Ordering::Relaxed)),
+                    (Some(f), _) => (f.set, self.next_set_id.fetch_add(1, Ordering::Relaxed)),
                     // 304: the set we have is current again.
                     (None, Some(old)) => (old.set.clone(), old.id),
                     (None, None) => (
@@ -423,7 +450,7 @@ impl KeyStore {
                     })
                     .unwrap_or_default();
                 tracing::info!(
-                    url = uri,
+                    url = uri.as_deref(),
                     status,
                     keys = set.len(),
                     ?added,
@@ -437,6 +464,7 @@ impl KeyStore {
                 let usable_until = now + ttl + p.max_stale;
                 self.health.send_modify(|h| {
                     h.key_count = set.len();
+                    h.skipped_keys = skipped.unwrap_or(h.skipped_keys);
                     h.kids = set.kids().map(str::to_owned).collect();
                     h.last_success = Some(now);
                     h.consecutive_failures = 0;
@@ -462,7 +490,7 @@ impl KeyStore {
                     Duration::from_secs(5 << (failures - 1).min(6)).min(Duration::from_secs(300));
                 let usable = old.as_ref().map(|l| l.usable_until);
                 tracing::error!(
-                    url = uri,
+                    url = uri.as_deref(),
                     error = %e,
                     elapsed_ms,
                     consecutive_failures = failures,
@@ -494,7 +522,7 @@ impl KeyStore {
         remote: &Remote,
         state: &mut RefreshState,
         now: SystemTime,
-    ) -> Result<(Option<KeySet>, Option<Duration>), FetchError> {
+    ) -> Result<(Option<FetchedSet>, Option<Duration>), FetchError> {
         let uri = match (&remote.jwks_uri, &remote.issuer_url) {
             (Some(uri), _) => uri.clone(),
             (None, Some(issuer)) => self.discover(remote, issuer, state, now).await?,
@@ -511,12 +539,25 @@ impl KeyStore {
                 validators,
                 max_age,
             } => {
-                let mut set = KeySet::parse_usable(&body, &self.algorithms, &self.limits)
-                    .map_err(|e| FetchError::InvalidDocument(e.to_string()))?
-                    .ok_or(FetchError::NoUsableKeys)?;
+                let previous = self.current.load();
+                let (mut set, skipped) = KeySet::parse_logged(
+                    &body,
+                    &self.algorithms,
+                    &self.limits,
+                    previous.as_ref().map(|l| &l.set),
+                )
+                .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
+                let usable = set.len();
                 set.extend(&remote.secrets);
                 state.validators = validators;
-                Ok((Some(set), max_age))
+                Ok((
+                    Some(FetchedSet {
+                        set,
+                        usable,
+                        skipped,
+                    }),
+                    max_age,
+                ))
             }
         }
     }
@@ -556,7 +597,11 @@ impl KeyStore {
             }
             Err(e) => match &state.discovered {
                 Some((uri, _)) => {
-                    tracing::warn!(error = %e, "refreshing the discovery document failed; keeping the JWKS URL found before");
+                    tracing::warn!(
+                        issuer = loggable(issuer),
+                        error = %e,
+                        "refreshing the discovery document failed; keeping the JWKS URL found before"
+                    );
                     Ok(uri.clone())
                 }
                 None => Err(e),
