@@ -45,6 +45,21 @@ pub const DEFAULT_INTROSPECTION_MAX_AGE: Duration = Duration::from_secs(60);
 /// Longest an introspection answer is reused on `require_active` routes: 5 s.
 pub const DEFAULT_ACTIVE_CHECK_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// Calls to the introspection endpoint in flight at once: 64.
+pub const DEFAULT_INTROSPECTION_CONCURRENCY: usize = 64;
+
+/// The largest [`Builder::leeway`]: 10 min. A longer one would keep
+/// expired tokens alive for that long (and `Duration::MAX` would switch the
+/// `exp` check off).
+pub const MAX_LEEWAY: Duration = Duration::from_secs(600);
+/// The largest [`Builder::fetch_timeout`]: 5 min.
+pub const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest value of every lifetime setting (token cache TTL,
+/// introspection cache ages, `max_stale`, the `jwks_max_age` bounds,
+/// `refetch_cooldown`): 365 days. Longer ones would overflow the clock's
+/// arithmetic or the caches' limits.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How many claims `require_claims` may name (they are tracked in a bitmask).
 const MAX_REQUIRED_CLAIMS: usize = 64;
 
@@ -181,6 +196,13 @@ pub enum ConfigError {
     /// Introspection is configured inconsistently, or a route needs it and
     /// it is not configured.
     Introspection(&'static str),
+    /// A duration setting is longer than its bound.
+    TooLong {
+        /// The builder method.
+        setting: &'static str,
+        /// The largest value it accepts.
+        max: Duration,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -207,11 +229,25 @@ impl fmt::Display for ConfigError {
             Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
             Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
             Self::Introspection(why) => f.write_str(why),
+            Self::TooLong { setting, max } => {
+                write!(f, "{setting} must be at most {}", human(*max))
+            }
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A bound as an operator writes it: `10 min`, `365 days`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        _ if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        _ if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        _ => format!("{s} s"),
+    }
+}
 
 /// Builds a [`BearerAuth`]. Start with [`BearerAuth::builder`].
 ///
@@ -239,8 +275,13 @@ pub struct Builder {
     max_stale: Duration,
     max_token_age: Option<Duration>,
     token_cache: Option<(u64, Duration)>,
-    introspection: Option<IntrospectionConfig>,
+    /// Client id and secret; introspection is on when set.
+    introspection: Option<(String, String)>,
     introspection_endpoint: Option<String>,
+    introspection_auth: ClientAuth,
+    /// `max_age` and `active_check_max_age`.
+    introspection_max_age: (Duration, Duration),
+    introspection_concurrency: usize,
     revocation: Option<Arc<dyn RevocationCheck>>,
     revocation_list: Option<RevocationList>,
     realm: Option<String>,
@@ -283,6 +324,9 @@ impl Default for Builder {
             token_cache: Some((DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL)),
             introspection: None,
             introspection_endpoint: None,
+            introspection_auth: ClientAuth::default(),
+            introspection_max_age: (DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_ACTIVE_CHECK_MAX_AGE),
+            introspection_concurrency: DEFAULT_INTROSPECTION_CONCURRENCY,
             revocation: None,
             revocation_list: None,
             realm: None,
@@ -352,7 +396,8 @@ impl Builder {
         self
     }
 
-    /// Clock skew tolerated on `exp` and `nbf`. Default: 60 s.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default: 60 s; at
+    /// most [`MAX_LEEWAY`].
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -408,7 +453,10 @@ impl Builder {
         self
     }
 
-    /// Timeout of one discovery or JWKS request. Default: 5 s.
+    /// Timeout of one discovery, JWKS or introspection request, and the
+    /// longest a request waits for an introspection call to be let out
+    /// (see [`introspection_concurrency`](Self::introspection_concurrency)).
+    /// Default: 5 s; more than zero and at most [`MAX_FETCH_TIMEOUT`].
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
         self.fetch_timeout = timeout;
         self
@@ -417,7 +465,8 @@ impl Builder {
     /// How long a fetched JWK set stays fresh: the response's
     /// `Cache-Control: max-age` (minus `Age`) clamped to `[min, max]`, or
     /// `default` when it gives none. The set is refreshed in the background
-    /// at 80–100 % of that time. Defaults: 10 min, [60 s, 24 h].
+    /// at 80–100 % of that time. Defaults: 10 min, [60 s, 24 h]; each at
+    /// most [`MAX_LIFETIME`].
     pub fn jwks_max_age(mut self, default: Duration, min: Duration, max: Duration) -> Self {
         self.jwks_max_age = (default, min, max);
         self
@@ -425,7 +474,13 @@ impl Builder {
 
     /// How long past its expiry the last good key set is still used while
     /// the issuer cannot be reached (stale-if-error). After that, requests
-    /// get 503 until a fetch succeeds. Default: 24 h.
+    /// get 503 until a fetch succeeds. Default: 24 h; at most
+    /// [`MAX_LIFETIME`].
+    ///
+    /// Only failures count: a transport error, a status other than 200 or
+    /// 304, or a body that is not a JWK set. A well-formed set replaces
+    /// the old one even when it holds no usable key: it is the issuer's
+    /// word on its keys.
     pub fn max_stale(mut self, window: Duration) -> Self {
         self.max_stale = window;
         self
@@ -433,8 +488,9 @@ impl Builder {
 
     /// Refuse tokens whose `iat` is older than this (401 `invalid_token`),
     /// even before their `exp`: a bound on the revocation window for
-    /// issuers that mint long-lived access tokens. Tokens without `iat` are
-    /// then refused. Default: no limit.
+    /// issuers that mint long-lived access tokens. Tokens without `iat`,
+    /// and tokens whose `iat` is later than now plus the leeway (which
+    /// would defeat the bound), are then refused. Default: no limit.
     pub fn max_token_age(mut self, age: Duration) -> Self {
         self.max_token_age = Some(age);
         self
@@ -443,7 +499,8 @@ impl Builder {
     /// The verified-token cache: a repeated JWT skips the signature check.
     /// At most `max_entries` tokens (rounded up to a multiple of the
     /// cache's segments, a few per core), each for at most
-    /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min.
+    /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min;
+    /// `max_ttl` at most [`MAX_LIFETIME`].
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.token_cache = Some((max_entries, max_ttl));
         self
@@ -466,15 +523,7 @@ impl Builder {
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
     ) -> Self {
-        self.introspection = Some(IntrospectionConfig {
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-            endpoint: None,
-            auth: ClientAuth::default(),
-            max_age: DEFAULT_INTROSPECTION_MAX_AGE,
-            active_check_max_age: DEFAULT_ACTIVE_CHECK_MAX_AGE,
-            max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
-        });
+        self.introspection = Some((client_id.into(), client_secret.into()));
         self
     }
 
@@ -487,25 +536,30 @@ impl Builder {
     /// How the resource server authenticates to the introspection
     /// endpoint. Default: [`ClientAuth::Basic`].
     pub fn introspection_client_auth(mut self, auth: ClientAuth) -> Self {
-        if let Some(i) = &mut self.introspection {
-            i.auth = auth;
-        }
+        self.introspection_auth = auth;
         self
     }
 
     /// How long introspection answers are reused: `max_age` for opaque
     /// tokens (default 60 s), `active_check_max_age` on `require_active`
     /// routes (default 5 s). Never past the token's `exp`; inactive answers
-    /// for 10 s.
+    /// for 10 s. Each at most [`MAX_LIFETIME`].
     pub fn introspection_cache(
         mut self,
         max_age: Duration,
         active_check_max_age: Duration,
     ) -> Self {
-        if let Some(i) = &mut self.introspection {
-            i.max_age = max_age;
-            i.active_check_max_age = active_check_max_age;
-        }
+        self.introspection_max_age = (max_age, active_check_max_age);
+        self
+    }
+
+    /// How many calls to the introspection endpoint may be in flight at
+    /// once. A request beyond that waits for one to finish, at most the
+    /// [`fetch_timeout`](Self::fetch_timeout), and then gets 503 with
+    /// `Retry-After`: a flood of distinct opaque tokens cannot become a
+    /// flood at the authorization server. Default: 64.
+    pub fn introspection_concurrency(mut self, max_in_flight: usize) -> Self {
+        self.introspection_concurrency = max_in_flight;
         self
     }
 
@@ -556,6 +610,7 @@ impl Builder {
     /// service can start while its issuer is briefly unreachable. Call
     /// [`BearerAuth::prefetch_keys`] at start-up to fail fast instead.
     pub fn build(self) -> Result<BearerAuth, ConfigError> {
+        self.check_durations()?;
         let issuer = match (self.issuer, self.skip_issuer) {
             (Some(i), _) if i.is_empty() => return Err(ConfigError::EmptyValue("issuer")),
             (Some(i), _) => Some(i),
@@ -640,9 +695,11 @@ impl Builder {
         algorithms.dedup();
 
         let source = if let Some(json) = &self.static_jwks {
-            let mut set = KeySet::parse_usable(json, &algorithms, &self.limits)
-                .map_err(ConfigError::Jwks)?
-                .ok_or(ConfigError::NoUsableKeys)?;
+            let (mut set, _) = KeySet::parse_logged(json, &algorithms, &self.limits, None)
+                .map_err(ConfigError::Jwks)?;
+            if set.is_empty() {
+                return Err(ConfigError::NoUsableKeys);
+            }
             set.extend(&secrets);
             Source::Static(set)
         } else if let Some(uri) = &self.jwks_uri {
@@ -656,12 +713,25 @@ impl Builder {
         };
 
         let introspector = match self.introspection {
-            Some(mut i) => {
-                i.endpoint = self
-                    .introspection_endpoint
-                    .as_deref()
-                    .map(checked_url)
-                    .transpose()?;
+            Some((client_id, client_secret)) => {
+                if self.introspection_concurrency == 0 {
+                    return Err(ConfigError::InvalidLimit("introspection_concurrency"));
+                }
+                let (max_age, active_check_max_age) = self.introspection_max_age;
+                let i = IntrospectionConfig {
+                    client_id,
+                    client_secret,
+                    endpoint: self
+                        .introspection_endpoint
+                        .as_deref()
+                        .map(checked_url)
+                        .transpose()?,
+                    auth: self.introspection_auth,
+                    max_age,
+                    active_check_max_age,
+                    max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+                    max_in_flight: self.introspection_concurrency,
+                };
                 let discovery = match &issuer {
                     Some(iss) => Some((checked_url(iss)?, iss.clone())),
                     None => None,
@@ -749,6 +819,41 @@ impl Builder {
             cache,
             introspector.map(Arc::new),
         ))
+    }
+}
+
+impl Builder {
+    /// Every duration setting within its bound: past them, the clock's
+    /// arithmetic overflows, a cache refuses its TTL, or a check is
+    /// switched off.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let (jwks_default, jwks_min, jwks_max) = self.jwks_max_age;
+        let (intro_max_age, intro_active) = self.introspection_max_age;
+        let token_ttl = self.token_cache.map_or(Duration::ZERO, |(_, ttl)| ttl);
+        for (value, setting, max) in [
+            (self.leeway, "leeway", MAX_LEEWAY),
+            (self.fetch_timeout, "fetch_timeout", MAX_FETCH_TIMEOUT),
+            (self.refetch_cooldown, "refetch_cooldown", MAX_LIFETIME),
+            (jwks_default, "jwks_max_age (default)", MAX_LIFETIME),
+            (jwks_min, "jwks_max_age (min)", MAX_LIFETIME),
+            (jwks_max, "jwks_max_age (max)", MAX_LIFETIME),
+            (self.max_stale, "max_stale", MAX_LIFETIME),
+            (token_ttl, "token_cache (max_ttl)", MAX_LIFETIME),
+            (intro_max_age, "introspection_cache (max_age)", MAX_LIFETIME),
+            (
+                intro_active,
+                "introspection_cache (active_check_max_age)",
+                MAX_LIFETIME,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLong { setting, max });
+            }
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(ConfigError::InvalidLimit("fetch_timeout"));
+        }
+        Ok(())
     }
 }
 

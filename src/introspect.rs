@@ -8,13 +8,16 @@
 //! Answers are cached by the SHA-256 digest of the token (never the token
 //! itself): an active answer until the configured maximum age or the
 //! token's `exp`, whichever comes first; an inactive one for 10 s. All
-//! concurrent requests for one token share a single call. When the endpoint
-//! fails, nothing is cached and the request fails closed with 503.
+//! concurrent requests for one token share a single call, and calls in
+//! flight at once are bounded (64 by default): beyond that a request waits
+//! up to the fetch timeout for its turn. When the endpoint fails, or the
+//! turn does not come, nothing is cached and the request fails closed with
+//! 503.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
 use crate::cache::{Digest, digest};
@@ -49,6 +52,8 @@ pub(crate) struct IntrospectionConfig {
     /// Longest an active answer is reused on `require_active` routes.
     pub active_check_max_age: Duration,
     pub max_entries: u64,
+    /// Calls to the endpoint in flight at once.
+    pub max_in_flight: usize,
 }
 
 /// How long an inactive answer is reused.
@@ -64,6 +69,10 @@ struct Answer {
 
 pub(crate) struct Introspector {
     fetcher: Fetcher,
+    /// One permit per call in flight.
+    in_flight: Semaphore,
+    /// How long a call waits for a permit: the fetch timeout.
+    queue_timeout: Duration,
     cfg: IntrospectionConfig,
     /// The issuer, to find the endpoint by discovery when none is given.
     issuer: Option<(Url, String)>,
@@ -99,6 +108,8 @@ impl Introspector {
             .build();
         Ok(Self {
             fetcher: Fetcher::new(timeout, max_bytes)?,
+            in_flight: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
+            queue_timeout: timeout,
             cfg,
             issuer,
             discovered: Mutex::new(None),
@@ -130,6 +141,10 @@ impl Introspector {
             self.cache.invalidate(&key).await;
         }
         let call = async {
+            let _permit = tokio::time::timeout(self.queue_timeout, self.in_flight.acquire())
+                .await
+                .map_err(|_| FetchError::Busy)?
+                .map_err(|_| FetchError::Busy)?;
             let verdict = self.call(config, token).await?;
             Ok::<_, FetchError>(Answer {
                 verdict,

@@ -1,9 +1,13 @@
 //! Configuration mistakes are caught by `build()`, and JWK sets keep their
 //! usable keys while skipping the rest.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, BearerAuth, ConfigError, JwksError, KeySet, Limits};
+use tower_bearer::{
+    Algorithm, BearerAuth, ConfigError, JwksError, KeySet, Limits, MAX_LEEWAY, MAX_LIFETIME,
+};
 
 fn base() -> tower_bearer::Builder {
     BearerAuth::builder()
@@ -174,6 +178,86 @@ fn other_nonsense_is_refused() {
     assert_eq!(
         base().jwks_json(r#"{"keys":[]}"#).build().unwrap_err(),
         ConfigError::NoUsableKeys
+    );
+}
+
+#[test]
+fn durations_past_their_bounds_are_refused_naming_the_bound() {
+    let centuries = Duration::from_secs(500 * 365 * 24 * 3600);
+    let (d, s) = (Duration::from_secs(600), Duration::from_secs(5));
+    let cases = [
+        (
+            base().token_cache(10, centuries),
+            "token_cache (max_ttl)",
+            "365 days",
+        ),
+        (
+            base()
+                .introspection("rs", "secret")
+                .introspection_cache(Duration::MAX, s),
+            "introspection_cache (max_age)",
+            "365 days",
+        ),
+        // The order of the setters does not matter.
+        (
+            base()
+                .introspection_cache(s, Duration::MAX)
+                .introspection("rs", "secret"),
+            "introspection_cache (active_check_max_age)",
+            "365 days",
+        ),
+        (base().max_stale(Duration::MAX), "max_stale", "365 days"),
+        (
+            base().jwks_max_age(d, d, Duration::MAX),
+            "jwks_max_age (max)",
+            "365 days",
+        ),
+        (base().leeway(Duration::MAX), "leeway", "10 min"),
+        (
+            base().leeway(MAX_LEEWAY + Duration::from_nanos(1)),
+            "leeway",
+            "10 min",
+        ),
+        (
+            base().fetch_timeout(Duration::MAX),
+            "fetch_timeout",
+            "5 min",
+        ),
+        (
+            base().refetch_cooldown(Duration::MAX),
+            "refetch_cooldown",
+            "365 days",
+        ),
+    ];
+    for (builder, setting, bound) in cases {
+        let e = builder.build().unwrap_err();
+        assert!(
+            matches!(e, ConfigError::TooLong { setting: s, .. } if s == setting),
+            "{setting}: {e:?}"
+        );
+        assert_eq!(e.to_string(), format!("{setting} must be at most {bound}"));
+    }
+    assert!(
+        base()
+            .leeway(MAX_LEEWAY)
+            .max_stale(MAX_LIFETIME)
+            .token_cache(10, MAX_LIFETIME)
+            .jwks_max_age(MAX_LIFETIME, MAX_LIFETIME, MAX_LIFETIME)
+            .build()
+            .is_ok(),
+        "the bounds themselves are accepted"
+    );
+    assert_eq!(
+        base().fetch_timeout(Duration::ZERO).build().unwrap_err(),
+        ConfigError::InvalidLimit("fetch_timeout")
+    );
+    assert_eq!(
+        base()
+            .introspection("rs", "secret")
+            .introspection_concurrency(0)
+            .build()
+            .unwrap_err(),
+        ConfigError::InvalidLimit("introspection_concurrency")
     );
 }
 

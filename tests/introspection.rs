@@ -368,6 +368,91 @@ async fn a_maximum_token_age_bounds_the_revocation_window() {
         s.auth.validate(&no_iat).await,
         Err(AuthError::InvalidToken(TokenError::MissingClaim(_)))
     ));
+    // An `iat` in the future would stretch the bound by as much.
+    let now = i64::try_from(
+        s.clock
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let later = s
+        .idp
+        .token()
+        .claim("iat", now + 61)
+        .expires_in(100_000)
+        .sign();
+    assert_eq!(
+        s.auth.validate(&later).await.unwrap_err(),
+        invalid(TokenError::NotYetValid)
+    );
+    let within_leeway = s.idp.token().claim("iat", now + 60).sign();
+    assert!(s.auth.validate(&within_leeway).await.is_ok());
+}
+
+/// Validates every token at once; returns each verdict.
+async fn all_at_once(auth: &BearerAuth, tokens: Vec<String>) -> Vec<Result<(), AuthError>> {
+    let mut set = tokio::task::JoinSet::new();
+    for t in tokens {
+        let auth = auth.clone();
+        set.spawn(async move { auth.validate(&t).await.map(drop) });
+    }
+    set.join_all().await
+}
+
+fn random_opaque() -> String {
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    common::b64(bytes)
+}
+
+#[tokio::test]
+async fn five_hundred_distinct_opaque_tokens_at_once_never_exceed_the_bound_in_flight() {
+    let s = setup().await;
+    // Answers that take a while, so that calls overlap.
+    s.idp.set_introspection_delay(Duration::from_millis(20));
+    let verdicts = all_at_once(&s.auth, (0..500).map(|_| random_opaque()).collect()).await;
+    assert_eq!(verdicts.len(), 500);
+    for v in verdicts {
+        assert_eq!(
+            v.unwrap_err(),
+            invalid(TokenError::Revoked),
+            "an answer each"
+        );
+    }
+    assert_eq!(s.idp.introspections(), 500);
+    let peak = s.idp.max_introspections_in_flight();
+    assert!(
+        (2..=tower_bearer::DEFAULT_INTROSPECTION_CONCURRENCY).contains(&peak),
+        "{peak} in flight at once"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_finds_no_free_introspection_slot_in_time_gets_503() {
+    let s = setup_with(|b| {
+        b.introspection_concurrency(1)
+            .fetch_timeout(Duration::from_millis(200))
+    })
+    .await;
+    s.idp.set_introspection_fault(EndpointFault::Hang);
+    let app = app(&s.auth);
+    let (a, b, c) = (random_opaque(), random_opaque(), random_opaque());
+    let answers = tokio::join!(
+        status(&app, "/documents", &a),
+        status(&app, "/documents", &b),
+        status(&app, "/documents", &c),
+    );
+    // One call holds the only slot until its timeout, then the next one
+    // waiting takes it and hangs as long: the third never reaches the
+    // endpoint and gives up after the timeout. Each gets an answer.
+    for (code, retry_after) in [answers.0, answers.1, answers.2] {
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(retry_after.is_some());
+    }
+    assert!(s.idp.introspections() < 3, "{}", s.idp.introspections());
+    assert_eq!(s.idp.max_introspections_in_flight(), 1);
 }
 
 #[tokio::test]

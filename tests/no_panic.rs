@@ -1,8 +1,11 @@
 //! Whatever arrives, the validator answers with a verdict and never panics:
 //! arbitrary strings, arbitrary `Authorization` headers through the layer,
-//! and validly signed tokens with arbitrary JSON headers and claims.
+//! and validly signed tokens with arbitrary JSON headers and claims. And
+//! whatever durations it is configured with, `build()` answers Ok or Err
+//! and a built validator answers its first request.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -150,5 +153,63 @@ proptest! {
         let verdict = f.rt.block_on(f.auth.validate(&token));
         // Nothing random can carry the right iss, aud and exp at once.
         prop_assert!(verdict.is_err());
+    }
+}
+
+/// An issuer whose JWKS answers claim the longest `max-age` there is.
+fn eternal_issuer() -> &'static (tokio::runtime::Runtime, TestIssuer) {
+    static F: OnceLock<(tokio::runtime::Runtime, TestIssuer)> = OnceLock::new();
+    F.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let idp = rt.block_on(TestIssuer::start()).unwrap();
+        idp.set_jwks_cache_control(Some("max-age=18446744073709551615"));
+        (rt, idp)
+    })
+}
+
+/// Any duration, with the edges (zero, the largest, around the bounds)
+/// drawn often.
+fn duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::MAX),
+        Just(tower_bearer::MAX_LEEWAY),
+        Just(tower_bearer::MAX_LIFETIME),
+        Just(tower_bearer::MAX_LIFETIME + Duration::from_nanos(1)),
+        (0u64..100_000).prop_map(Duration::from_secs),
+        (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_durations_build_or_fail_and_never_panic_at_the_first_request(
+        d in prop::collection::vec(duration(), 11),
+    ) {
+        let (rt, idp) = eternal_issuer();
+        let built = BearerAuth::builder()
+            .issuer(idp.issuer())
+            .audience(idp.audience())
+            .jwks_uri(idp.jwks_uri())
+            .leeway(d[0])
+            .fetch_timeout(d[1])
+            .refetch_cooldown(d[2])
+            .jwks_max_age(d[3], d[4].min(d[5]), d[4].max(d[5]))
+            .max_stale(d[6])
+            .max_token_age(d[7])
+            .token_cache(100, d[8])
+            .introspection("rs", "secret")
+            .introspection_cache(d[9], d[10])
+            .build();
+        if let Ok(auth) = built {
+            let token = idp.token().sign();
+            let _ = rt.block_on(auth.validate(&token));
+            let _ = rt.block_on(auth.validate(&token));
+        }
     }
 }

@@ -27,8 +27,9 @@ pub enum FetchError {
     IssuerMismatch,
     /// A URL in the discovery document is not https (nor loopback).
     InsecureUrl,
-    /// The JWK set holds no key usable with the allowed algorithms.
-    NoUsableKeys,
+    /// Too many introspection calls were in flight: no turn came within
+    /// the fetch timeout.
+    Busy,
 }
 
 impl fmt::Display for FetchError {
@@ -40,7 +41,7 @@ impl fmt::Display for FetchError {
             Self::InvalidDocument(e) => write!(f, "invalid document: {e}"),
             Self::IssuerMismatch => f.write_str("discovery document names another issuer"),
             Self::InsecureUrl => f.write_str("discovery document names a non-https URL"),
-            Self::NoUsableKeys => f.write_str("the JWK set holds no usable key"),
+            Self::Busy => f.write_str("too many calls in flight; none finished in time"),
         }
     }
 }
@@ -288,6 +289,18 @@ impl Fetcher {
     }
 }
 
+/// `url` as logs may show it: without userinfo, query or fragment, which
+/// may carry credentials.
+pub(crate) fn loggable(url: &Url) -> String {
+    let mut url = url.clone();
+    // Both fail only for URLs that cannot have userinfo, which have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.into()
+}
+
 fn transport(e: reqwest::Error) -> FetchError {
     // Without the URL: it is logged separately, and errors may be shown.
     FetchError::Transport(e.without_url().to_string())
@@ -345,6 +358,12 @@ mod tests {
             Some(60)
         );
         assert_eq!(secs(&[("cache-control", "max-age=soon")]), None);
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let url = Url::parse("https://user:pa55@idp.example:8443/jwks?key=s3cret#frag").unwrap();
+        assert_eq!(loggable(&url), "https://idp.example:8443/jwks");
     }
 
     #[test]

@@ -202,6 +202,10 @@ pub(crate) fn check_time_claims(
         if now.saturating_sub(iat) > max_age.saturating_add(cfg.leeway_secs) {
             return Err(TokenError::TooOld);
         }
+        // An `iat` in the future would stretch the age bound by as much.
+        if iat > now.saturating_add(cfg.leeway_secs) {
+            return Err(TokenError::NotYetValid);
+        }
     }
     Ok(())
 }
