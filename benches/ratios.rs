@@ -18,6 +18,7 @@ fn main() {
         let fx = Fixture::new(&rt, alg);
         let runs: Vec<(Case, usize)> = Case::ALL
             .iter()
+            .chain(&[Case::HostileHeader, Case::PlainHeader])
             .map(|&c| (c, 1))
             .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
@@ -53,6 +54,11 @@ fn main() {
             (Case::Jsonwebtoken, 1),
         );
         ratio("cold/cached", (Case::Cold, 1), (Case::Cached, 1));
+        ratio(
+            "hostile-header/plain",
+            (Case::HostileHeader, 1),
+            (Case::PlainHeader, 1),
+        );
         for case in TWO_THREADS {
             ratio(&format!("{}-scaling", case.name()), (case, 1), (case, 2));
         }

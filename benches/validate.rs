@@ -10,7 +10,11 @@
 //!   it has not seen (cache miss: syntax, verify, claims, insert);
 //! - `cached`: the same with a repeated token (verified-token cache hit);
 //! - `… x2`: floor, cold and cached on two threads at once (time per unit:
-//!   half of the 1-thread time is perfect scaling).
+//!   half of the 1-thread time is perfect scaling);
+//! - `hostile-header` / `plain-header`: the layer without a cache, with a
+//!   token as large as the limit allows whose header is the costliest the
+//!   limits let through (32 members whose long names differ only at the
+//!   end), and one whose header is as long with a single member.
 //!
 //! jwt-authorizer is measured on the same tokens by `benches/peer`, and
 //! `benches/ratios.rs` measures the ratios the targets name with the runs
@@ -28,6 +32,9 @@ fn validate(c: &mut Criterion) {
         let fx = Fixture::new(&rt, alg);
         let mut group = c.benchmark_group(format!("{alg}"));
         for case in Case::ALL {
+            group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
+        }
+        for case in [Case::HostileHeader, Case::PlainHeader] {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
         for case in TWO_THREADS {

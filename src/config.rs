@@ -75,6 +75,10 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Longest accepted `kid`, in bytes: 256.
     pub max_kid_bytes: usize,
+    /// Most members in the JOSE header: 32 (issuers send a handful). Each
+    /// member costs more to parse than its bytes, so without a bound a
+    /// header of short members would cost several times its size.
+    pub max_header_members: usize,
     /// Most entries in an `aud` array: 32.
     pub max_audiences: usize,
     /// Most scopes a token may carry: 256.
@@ -96,6 +100,7 @@ impl Default for Limits {
             max_token_bytes: 16 * 1024,
             max_json_depth: 16,
             max_kid_bytes: 256,
+            max_header_members: 32,
             max_audiences: 32,
             max_scopes: 256,
             max_jwks_keys: 100,
@@ -242,9 +247,9 @@ impl std::error::Error for ConfigError {}
 fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
-        _ if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
-        _ if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => format!("{} days", s / 86_400),
+        _ if s >= 3600 && s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
         _ => format!("{s} s"),
     }
 }
@@ -638,6 +643,7 @@ impl Builder {
             (l.max_token_bytes, "max_token_bytes"),
             (l.max_json_depth, "max_json_depth"),
             (l.max_kid_bytes, "max_kid_bytes"),
+            (l.max_header_members, "max_header_members"),
             (l.max_audiences, "max_audiences"),
             (l.max_scopes, "max_scopes"),
             (l.max_jwks_keys, "max_jwks_keys"),

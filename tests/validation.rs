@@ -703,6 +703,26 @@ async fn rejects_deeply_nested_json_and_oversized_tokens() {
         strict.validate(&token).await.unwrap_err(),
         AuthError::InvalidToken(TokenError::TooLarge)
     );
+
+    // 1,600 distinct two-letter header members fit in 16 KiB; more than 32
+    // members are refused before they cost anything.
+    let mut header = s.idp.token();
+    for a in 'a'..='z' {
+        for b in 'a'..='z' {
+            header = header.header(&format!("{a}{b}"), 0);
+        }
+    }
+    let crowded = header.sign();
+    assert!(crowded.len() < 16 * 1024);
+    assert_eq!(
+        s.refused(&crowded).await,
+        TokenError::LimitExceeded("header members")
+    );
+    let mut header = s.idp.token();
+    for i in 0..29 {
+        header = header.header(&format!("m{i}"), 0);
+    }
+    assert!(s.auth.validate(&header.sign()).await.is_ok(), "32 members");
 }
 
 #[tokio::test]
@@ -711,6 +731,7 @@ async fn every_limit_is_configurable() {
     let tight = Limits {
         max_json_depth: 2,
         max_kid_bytes: 5, // "key-1" fits
+        max_header_members: 3,
         max_audiences: 1,
         max_scopes: 2,
         ..Limits::default()
@@ -750,6 +771,10 @@ async fn every_limit_is_configurable() {
     assert_eq!(
         refused(s.idp.token().scope("a b c").sign()).await,
         TokenError::LimitExceeded("scopes")
+    );
+    assert_eq!(
+        refused(s.idp.token().header("x5t", "a").sign()).await,
+        TokenError::LimitExceeded("header members")
     );
     // The JWKS limit, at parse time.
     let jwks = s.idp.jwks_json();

@@ -40,6 +40,12 @@ pub struct Fixture {
     cold: BearerAuth,
     /// A validator with the default cache.
     cached: BearerAuth,
+    /// A validator without a cache: every request verified.
+    uncached: BearerAuth,
+    /// `Authorization` values of the two header-cost tokens: the costliest
+    /// header within the limits, and a plain one of the same size.
+    hostile_header: HeaderValue,
+    plain_header: HeaderValue,
     /// `POOL` distinct tokens.
     pool: Vec<String>,
     /// `Authorization` values for the pool's tokens. Requests share them,
@@ -69,6 +75,13 @@ impl Fixture {
             .build()
             .unwrap();
         let cached = builder().build().unwrap();
+        let uncached = builder().no_token_cache().build().unwrap();
+        let (hostile, plain) = header_tokens(&idp);
+        for token in [&hostile, &plain] {
+            assert!(token.len() <= tower_bearer::Limits::default().max_token_bytes);
+            rt.block_on(uncached.validate(token)).unwrap();
+        }
+        let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
         let pool: Vec<String> = (0..POOL).map(|i| mint(&idp, i)).collect();
         let values = pool
             .iter()
@@ -95,6 +108,9 @@ impl Fixture {
             idp,
             cold,
             cached,
+            uncached,
+            hostile_header: bearer(&hostile),
+            plain_header: bearer(&plain),
             pool,
             values,
             jwt_key,
@@ -208,6 +224,48 @@ fn mint(idp: &TestIssuer, i: usize) -> String {
         .sign()
 }
 
+/// Two tokens as large as the default size limit allows, signed by the
+/// issuer: one whose header is the costliest the limits let through (as
+/// many members as allowed, their long names alike but for the last
+/// bytes, so every duplicate check compares and hashes them whole), and
+/// one whose header is exactly as long with a single long member.
+fn header_tokens(idp: &TestIssuer) -> (String, String) {
+    let kid = idp.current_kid();
+    let alg = idp.public_jwk(&kid).unwrap()["alg"].clone();
+    let claims = serde_json::json!({
+        "iss": idp.issuer(), "aud": idp.audience(), "sub": "mallory",
+        "exp": 4_000_000_000i64,
+    });
+    let base = || serde_json::json!({ "alg": alg, "kid": kid });
+    let b64_len = |n: usize| (4 * n).div_ceil(3);
+    let sample = idp.sign_raw(&base(), &claims, &kid);
+    let fixed = sample.len() - b64_len(base().to_string().len());
+    let limits = tower_bearer::Limits::default();
+    let room = limits.max_token_bytes - fixed;
+    let hostile_with = |prefix: usize| {
+        let mut h = base();
+        for i in 0..limits.max_header_members - 2 {
+            h[format!("{}{i:02}", "m".repeat(prefix))] = 0.into();
+        }
+        h
+    };
+    let mut prefix = 1;
+    while b64_len(hostile_with(prefix + 1).to_string().len()) <= room {
+        prefix += 1;
+    }
+    let hostile = hostile_with(prefix);
+    let length = hostile.to_string().len();
+    let mut plain = base();
+    plain["x"] = String::new().into();
+    let padding = length - plain.to_string().len();
+    plain["x"] = "a".repeat(padding).into();
+    assert_eq!(plain.to_string().len(), length);
+    (
+        idp.sign_raw(&hostile, &claims, &kid),
+        idp.sign_raw(&plain, &claims, &kid),
+    )
+}
+
 /// Polls a future once and returns its output. The benches keep every
 /// key in memory, so a request never waits: what is timed is the work,
 /// not an executor's bookkeeping.
@@ -309,6 +367,12 @@ pub enum Case {
     Cached,
     /// The layer with the pool's tokens in turn, all cached: many clients.
     CachedPool,
+    /// The layer without a cache, with a token whose header is the
+    /// costliest within the limits: 32 members with long names alike but
+    /// for their last bytes.
+    HostileHeader,
+    /// The same with a header of the same size and one member.
+    PlainHeader,
 }
 
 /// The cases also measured on two threads.
@@ -338,6 +402,8 @@ impl Case {
             Case::Cold => "cold",
             Case::Cached => "cached",
             Case::CachedPool => "cached-pool",
+            Case::HostileHeader => "hostile-header",
+            Case::PlainHeader => "plain-header",
         }
     }
 }
@@ -354,18 +420,17 @@ impl Fixture {
                 move || timed(share, |i| drop(black_box(self.jsonwebtoken(i))))
             }),
             Case::Open => serve(threads, n, inner, requests),
-            Case::Cold | Case::Cached | Case::CachedPool => {
-                serve(threads, n, || self.layer(case), requests)
-            }
+            _ => serve(threads, n, || self.layer(case), requests),
         }
     }
 
-    /// The layer a case calls: the cold validator's, or the caching one's.
+    /// The layer a case calls: the cold validator's, the uncached one's,
+    /// or the caching one's.
     pub fn layer(&self, case: Case) -> tower_bearer::Bearer<Inner> {
-        let auth = if case == Case::Cold {
-            &self.cold
-        } else {
-            &self.cached
+        let auth = match case {
+            Case::Cold => &self.cold,
+            Case::HostileHeader | Case::PlainHeader => &self.uncached,
+            _ => &self.cached,
         };
         tower::Layer::layer(auth, inner())
     }
@@ -373,8 +438,20 @@ impl Fixture {
     /// `n` requests of a case for thread `t`: new tokens for `Cold`, the
     /// pool in turn for `CachedPool`, else thread `t`'s own repeated token.
     pub fn requests(&self, case: Case, t: usize, n: u64) -> Vec<Request<()>> {
+        let with = |value: &HeaderValue| {
+            (0..n)
+                .map(|_| {
+                    Request::get("/")
+                        .header(AUTHORIZATION, value.clone())
+                        .body(())
+                        .unwrap()
+                })
+                .collect()
+        };
         match case {
             Case::Cold | Case::CachedPool => self.fresh_requests(n),
+            Case::HostileHeader => with(&self.hostile_header),
+            Case::PlainHeader => with(&self.plain_header),
             _ => self.repeated_requests(t, n),
         }
     }

@@ -189,20 +189,7 @@ pub(crate) fn parse(
     {
         return Err(TokenError::MissingClaim(missing.1.clone()));
     }
-    // Repeats dropped, first occurrence kept, in linear time.
-    let first: Vec<bool> = {
-        let mut seen = Names::default();
-        out.scopes
-            .iter()
-            .map(|s| seen.insert(Cow::Borrowed(&**s)))
-            .collect()
-    };
-    let scopes: Vec<Box<str>> = out
-        .scopes
-        .into_iter()
-        .zip(first)
-        .filter_map(|(s, first)| first.then_some(s))
-        .collect();
+    let scopes = without_repeats(out.scopes);
     Ok(Principal(Arc::new(Inner {
         claims: Claims {
             iss: out.iss,
@@ -220,6 +207,32 @@ pub(crate) fn parse(
         alg,
         kid: kid.map(Box::from),
     })))
+}
+
+/// `scopes` with repeats dropped, first occurrences kept in order, in time
+/// linear in their number.
+fn without_repeats(scopes: Vec<Box<str>>) -> Vec<Box<str>> {
+    if scopes.len() <= Names::FEW {
+        let mut out: Vec<Box<str>> = Vec::with_capacity(scopes.len());
+        for s in scopes {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        return out;
+    }
+    let first: Vec<bool> = {
+        let mut seen = Names::default();
+        scopes
+            .iter()
+            .map(|s| seen.insert(Cow::Borrowed(&**s)))
+            .collect()
+    };
+    scopes
+        .into_iter()
+        .zip(first)
+        .filter_map(|(s, first)| first.then_some(s))
+        .collect()
 }
 
 #[derive(Default)]
@@ -414,5 +427,24 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Value::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_scopes_are_dropped_keeping_the_first_in_order() {
+        let boxed = |v: &[&str]| v.iter().map(|s| Box::from(*s)).collect::<Vec<Box<str>>>();
+        assert_eq!(
+            without_repeats(boxed(&["b", "a", "b", "c", "a"])),
+            boxed(&["b", "a", "c"])
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("s{}", i % 25)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let want: Vec<String> = (0..25).map(|i| format!("s{i}")).collect();
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(without_repeats(boxed(&many)), boxed(&want));
     }
 }

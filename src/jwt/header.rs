@@ -25,26 +25,38 @@ pub(crate) struct Header<'a> {
     pub untrusted: Option<&'static str>,
 }
 
-/// Parses the decoded header JSON.
-pub(crate) fn parse(json: &[u8]) -> Result<Header<'_>, TokenError> {
+/// Parses the decoded header JSON, which may hold at most `max_members`
+/// members.
+pub(crate) fn parse(json: &[u8], max_members: usize) -> Result<Header<'_>, TokenError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let header = HeaderSeed
-        .deserialize(&mut de)
-        .map_err(|_| TokenError::Malformed)?;
+    let mut too_many = false;
+    let header = HeaderSeed {
+        max_members,
+        too_many: &mut too_many,
+    }
+    .deserialize(&mut de);
+    if too_many {
+        return Err(TokenError::LimitExceeded("header members"));
+    }
+    let header = header.map_err(|_| TokenError::Malformed)?;
     de.end().map_err(|_| TokenError::Malformed)?;
     Ok(header)
 }
 
-struct HeaderSeed;
+struct HeaderSeed<'f> {
+    max_members: usize,
+    /// Set when the header holds more than `max_members` members.
+    too_many: &'f mut bool,
+}
 
-impl<'de> DeserializeSeed<'de> for HeaderSeed {
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
     type Value = Header<'de>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Header<'de>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for HeaderSeed {
+impl<'de> Visitor<'de> for HeaderSeed<'_> {
     type Value = Header<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,7 +67,15 @@ impl<'de> Visitor<'de> for HeaderSeed {
         let mut header = Header::default();
         let mut alg = None;
         let mut names = Names::default();
+        let mut count = 0usize;
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+            // Real headers hold a handful of members; parsing each costs
+            // more than its bytes, so their number is bounded too.
+            count += 1;
+            if count > self.max_members {
+                *self.too_many = true;
+                return Err(de::Error::custom("too many header members"));
+            }
             match &*name {
                 "alg" => alg = Some(map.next_value::<Str<'de>>()?.0),
                 "kid" => header.kid = Some(map.next_value::<Str<'de>>()?.0),
@@ -98,7 +118,7 @@ pub(super) struct Names<'de> {
 }
 
 impl<'de> Names<'de> {
-    const FEW: usize = 16;
+    pub(super) const FEW: usize = 16;
 
     /// Records `name`; `false` if it was seen before.
     pub(super) fn insert(&mut self, name: Cow<'de, str>) -> bool {
@@ -145,9 +165,28 @@ impl<'de> de::Deserialize<'de> for Str<'de> {
 mod tests {
     use super::*;
 
+    fn parse_(json: &[u8]) -> Result<Header<'_>, TokenError> {
+        parse(json, 64)
+    }
+
+    #[test]
+    fn more_members_than_the_limit_are_refused_as_a_limit() {
+        let members = |n: usize| -> String { (0..n).map(|i| format!(r#","m{i}":0"#)).collect() };
+        let json = |n| format!(r#"{{"alg":"RS256"{}}}"#, members(n));
+        assert!(parse(json(31).as_bytes(), 32).is_ok());
+        assert_eq!(
+            parse(json(32).as_bytes(), 32).unwrap_err(),
+            TokenError::LimitExceeded("header members")
+        );
+        assert_eq!(
+            parse(json(1700).as_bytes(), 32).unwrap_err(),
+            TokenError::LimitExceeded("header members")
+        );
+    }
+
     #[test]
     fn reads_members_and_borrows_plain_strings() {
-        let h = parse(br#"{"alg":"RS256","kid":"k\u0031","typ":"at+jwt","x5t":"a"}"#).unwrap();
+        let h = parse_(br#"{"alg":"RS256","kid":"k\u0031","typ":"at+jwt","x5t":"a"}"#).unwrap();
         assert!(matches!(h.alg, Cow::Borrowed("RS256")));
         assert_eq!(h.kid.as_deref(), Some("k1"));
         assert_eq!(h.typ.as_deref(), Some("at+jwt"));
@@ -156,13 +195,13 @@ mod tests {
 
     #[test]
     fn null_members_still_count_as_present() {
-        assert!(parse(br#"{"alg":"RS256","crit":null}"#).unwrap().crit);
+        assert!(parse_(br#"{"alg":"RS256","crit":null}"#).unwrap().crit);
         assert_eq!(
-            parse(br#"{"alg":"RS256","jku":null}"#).unwrap().untrusted,
+            parse_(br#"{"alg":"RS256","jku":null}"#).unwrap().untrusted,
             Some("jku")
         );
         assert_eq!(
-            parse(br#"{"alg":"RS256","x5u":null,"jwk":{}}"#)
+            parse_(br#"{"alg":"RS256","x5u":null,"jwk":{}}"#)
                 .unwrap()
                 .untrusted,
             Some("x5u")
@@ -182,9 +221,9 @@ mod tests {
         assert!(few.insert(Cow::Borrowed("a")) && few.insert(Cow::Borrowed("b")));
         assert!(!few.insert(Cow::Borrowed("a")));
         let many: String = (0..40).map(|i| format!(r#","m{i}":0"#)).collect();
-        assert!(parse(format!(r#"{{"alg":"RS256"{many}}}"#).as_bytes()).is_ok());
+        assert!(parse_(format!(r#"{{"alg":"RS256"{many}}}"#).as_bytes()).is_ok());
         assert_eq!(
-            parse(format!(r#"{{"alg":"RS256"{many},"m39":1}}"#).as_bytes()).unwrap_err(),
+            parse_(format!(r#"{{"alg":"RS256"{many},"m39":1}}"#).as_bytes()).unwrap_err(),
             TokenError::Malformed
         );
     }
@@ -202,7 +241,7 @@ mod tests {
             br#"{"alg":"RS256"} {}"#,
         ] {
             assert_eq!(
-                parse(bad).unwrap_err(),
+                parse_(bad).unwrap_err(),
                 TokenError::Malformed,
                 "{}",
                 String::from_utf8_lossy(bad)

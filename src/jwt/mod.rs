@@ -120,7 +120,7 @@ fn verify<'k>(
 
     let header_json = b64_decode(h64)?;
     check_depth(&header_json, limits.max_json_depth)?;
-    let header = header::parse(&header_json)?;
+    let header = header::parse(&header_json, limits.max_header_members)?;
     let alg = Algorithm::from_name(&header.alg)
         .filter(|a| cfg.algorithms.contains(a))
         .ok_or(TokenError::AlgorithmNotAllowed)?;
