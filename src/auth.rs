@@ -1,20 +1,23 @@
-//! [`BearerAuth`]: the configured validator, and the tower layer that uses
-//! it.
+//! [`BearerAuth`]: the configured validator and the pipeline one request
+//! goes through: the verified-token cache, then local validation with the
+//! keys at hand, and only if those lack something, a wait for keys or for
+//! introspection that resumes from what the fast path learned. Holds the
+//! runtime state (key store, caches, counters) beside the configuration.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
 
 use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
-use crate::config::{Builder, Config, ConfigError};
+use crate::config::Config;
 use crate::error::{AuthError, TokenError};
+use crate::fetch::FetchError;
 use crate::introspect::{self, Introspector};
-use crate::jwks::{FetchError, KeyStore};
-use crate::jwks::{KeyHealth, KeySet};
-use crate::jwt::Jws;
+use crate::jwks::{Key, KeyHealth, KeySet, KeyStore};
 use crate::jwt::claims::Principal;
-use crate::jwt::{self, Failure};
-use crate::policy::{MethodScopes, RequireActive, RequireScopes, ScopePolicy};
+use crate::jwt::{self, Failure, Jws, Parsed};
+use crate::revocation::RevocationCheck;
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
 /// it in front of a service.
@@ -29,11 +32,16 @@ pub struct BearerAuth {
     pub(crate) optional: bool,
 }
 
+/// What every clone of a validator shares: the configuration, and the
+/// state that changes while it runs.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     keys: Arc<KeyStore>,
     cache: Option<Arc<TokenCache>>,
     introspector: Option<Arc<Introspector>>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    /// Signatures verified: each costs far more than this increment.
+    signatures: AtomicU64,
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -58,22 +66,25 @@ pub struct Stats {
 /// The outcome of the synchronous fast path.
 pub(crate) enum Quick {
     Done(Result<Principal, AuthError>),
-    /// Keys must be fetched, or the token introspected: finish with
-    /// [`Shared::validate`].
-    Pending,
+    /// The token needs a wait: finish with [`Shared::resume`].
+    Pending(Pending),
+}
+
+/// Why a token needs a wait, and what is known of it already.
+pub(crate) enum Pending {
+    /// An opaque token, for the introspection endpoint.
+    Introspect,
+    /// A JWS whose key the set of generation `seen` lacks (or no set yet).
+    Keys { jws: Parsed, seen: u64 },
 }
 
 impl BearerAuth {
-    /// Starts a configuration. Issuer and audience are required.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     pub(crate) fn new(
         config: Config,
         keys: KeyStore,
         cache: Option<Arc<TokenCache>>,
         introspector: Option<Arc<Introspector>>,
+        revocation: Option<Arc<dyn RevocationCheck>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -81,6 +92,8 @@ impl BearerAuth {
                 keys: Arc::new(keys),
                 cache,
                 introspector,
+                revocation,
+                signatures: AtomicU64::new(0),
             }),
             optional: false,
         }
@@ -96,67 +109,15 @@ impl BearerAuth {
         }
     }
 
-    /// A route layer that requires every one of `scopes`.
-    ///
-    /// Use it with axum's `route_layer` behind this layer. Errors are
-    /// answered with this validator's realm and error hook.
-    pub fn require_all<I, S>(&self, scopes: I) -> RequireScopes
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.method_scopes().otherwise(ScopePolicy::all(scopes))
-    }
-
-    /// A route layer that requires at least one of `scopes`.
-    pub fn require_any<I, S>(&self, scopes: I) -> RequireScopes
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.method_scopes().otherwise(ScopePolicy::any(scopes))
-    }
-
-    /// Scope requirements per gRPC method (or request path), enforced
-    /// behind this layer; errors use this validator's realm and hook.
-    ///
-    /// ```
-    /// # fn f(auth: tower_bearer::BearerAuth) {
-    /// use tower_bearer::ScopePolicy;
-    /// let policies = auth
-    ///     .method_scopes()
-    ///     .method("/grpc.health.v1.Health/Check", ScopePolicy::all(["read"]))
-    ///     .method("/grpc.health.v1.Health/Watch", ScopePolicy::all(["admin"]))
-    ///     .service("acme.orders.v1.Orders", ScopePolicy::any(["orders:read", "orders:admin"]));
-    /// # let _ = policies; }
-    /// ```
-    pub fn method_scopes(&self) -> MethodScopes {
-        MethodScopes::new(Some(self.shared.clone()))
-    }
-
-    /// A route layer for routes that cannot accept the revocation window:
-    /// every request is checked with the authorization server through
-    /// introspection, even when its JWT validated locally (answers are
-    /// reused for a few seconds, 5 s by default; see
-    /// [`Builder::introspection_cache`](crate::Builder::introspection_cache)).
-    /// Put it behind this layer with axum's `route_layer`.
-    ///
-    /// Fails when introspection is not configured.
-    pub fn require_active(&self) -> Result<RequireActive, ConfigError> {
-        if self.shared.introspector.is_none() {
-            return Err(ConfigError::Introspection(
-                "require_active needs introspection(client_id, secret) on the builder",
-            ));
-        }
-        Ok(RequireActive::new(self.shared.clone()))
+    pub(crate) fn has_introspection(&self) -> bool {
+        self.shared.introspector.is_some()
     }
 
     /// Counts of the expensive work done so far.
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.config.stats;
         Stats {
-            signatures_verified: c.signatures.load(Ordering::Relaxed),
-            introspection_calls: c.introspections.load(Ordering::Relaxed),
+            signatures_verified: self.shared.signatures.load(Ordering::Relaxed),
+            introspection_calls: self.shared.introspector.as_ref().map_or(0, |i| i.calls()),
         }
     }
 
@@ -208,20 +169,23 @@ impl BearerAuth {
     /// [`validate`](Self::validate).
     #[doc(hidden)]
     pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
-        self.shared.with_keys(token, jwt::verify_jws).await
+        let shared = &self.shared;
+        let jws = jwt::parse(&shared.config, token).map_err(|e| shared.refuse(e))?;
+        let keys = shared.keys.snapshot(shared.config.clock.now());
+        let first = shared.verify(&jws, token, keys.set()).map(drop);
+        let seen = keys.generation;
+        drop(keys);
+        match first {
+            Err(Failure::UnknownKey | Failure::NoKeys) => {
+                shared.verify_after_refresh(&jws, token, seen).await?;
+            }
+            other => other.map_err(|f| shared.refuse_failure(f))?,
+        }
+        Ok(jws.into())
     }
 }
 
 impl Shared {
-    /// Validates with what is at hand — the verified-token cache, the
-    /// current keys — without waiting.
-    pub(crate) fn validate_now(&self, token: &str) -> Quick {
-        match self.validate_cached(token.as_bytes()) {
-            Some(result) => Quick::Done(result),
-            None => self.validate_uncached(token),
-        }
-    }
-
     /// The verdict for a token verified before, if it is in the cache and
     /// still current: its key still published, its time claims still met.
     /// Takes the bytes as sent: a hit proves them a well-formed token.
@@ -241,46 +205,121 @@ impl Shared {
         )
     }
 
-    /// [`validate_now`](Self::validate_now) after a cache miss.
+    /// After a cache miss: validates with the keys at hand, without
+    /// waiting, or says what to wait for.
     pub(crate) fn validate_uncached(&self, token: &str) -> Quick {
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
         if self.introspector.is_some() && !introspect::is_jws_shaped(token) {
-            return Quick::Pending;
+            return Quick::Pending(Pending::Introspect);
         }
+        let jws = match jwt::parse(&self.config, token) {
+            Ok(jws) => jws,
+            Err(e) => return Quick::Done(Err(self.refuse(e))),
+        };
         let now = self.config.clock.now();
         let keys = self.keys.snapshot(now);
-        match jwt::validate(&self.config, keys.set(), token) {
-            Ok((p, key)) => {
-                if let Some(cache) = &self.cache {
-                    cache.insert(token, p.clone(), key, keys.set_id(), unix_seconds(now));
-                }
-                Quick::Done(self.accept(p, now))
+        match self.verify(&jws, token, keys.set()) {
+            Ok(key) => {
+                let key = Arc::downgrade(key);
+                Quick::Done(self.finish(token, jws, key, keys.set_id(), now))
             }
-            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::Pending,
+            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::Pending(Pending::Keys {
+                jws,
+                seen: keys.generation,
+            }),
             Err(f) => Quick::Done(Err(self.refuse_failure(f))),
         }
     }
 
+    /// Finishes what [`validate_uncached`](Self::validate_uncached) could
+    /// not: introspects, or refreshes the keys and verifies once more.
+    pub(crate) async fn resume(
+        &self,
+        token: &str,
+        pending: Pending,
+    ) -> Result<Principal, AuthError> {
+        match pending {
+            Pending::Introspect => {
+                let Some(introspector) = &self.introspector else {
+                    return Err(self.refuse(TokenError::Malformed));
+                };
+                let p = introspector
+                    .check(&self.config, token, introspector.max_age())
+                    .await?;
+                self.accept(p, self.config.clock.now())
+            }
+            Pending::Keys { jws, seen } => {
+                let (key, set_id) = self.verify_after_refresh(&jws, token, seen).await?;
+                self.finish(token, jws, key, set_id, self.config.clock.now())
+            }
+        }
+    }
+
+    /// The whole pipeline, for [`BearerAuth::validate`]: each stage once.
     pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        if let Quick::Done(result) = self.validate_now(token) {
-            return result;
+        if let Some(verdict) = self.validate_cached(token.as_bytes()) {
+            return verdict;
         }
-        if let Some(introspector) = &self.introspector
-            && !introspect::is_jws_shaped(token)
-        {
-            let p = introspector
-                .check(&self.config, token, introspector.max_age())
-                .await?;
-            return self.accept(p, self.config.clock.now());
+        match self.validate_uncached(token) {
+            Quick::Done(verdict) => verdict,
+            Quick::Pending(pending) => self.resume(token, pending).await,
         }
-        let (p, key) = self.with_keys(token, jwt::validate).await?;
-        let now = self.config.clock.now();
+    }
+
+    /// The key of `keys` that signed `jws`, counting the signature check.
+    fn verify<'k>(
+        &self,
+        jws: &Parsed,
+        token: &str,
+        keys: Option<&'k KeySet>,
+    ) -> Result<&'k Arc<Key>, Failure> {
+        let key = jws.key(keys)?;
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+        if jws.signed_by(token, key) {
+            Ok(key)
+        } else {
+            Err(TokenError::BadSignature.into())
+        }
+    }
+
+    /// Refreshes the key set that generation `seen` was (single-flight,
+    /// cooldown) and verifies `jws` with the set that follows; returns the
+    /// key and the id of its set.
+    async fn verify_after_refresh(
+        &self,
+        jws: &Parsed,
+        token: &str,
+        seen: u64,
+    ) -> Result<(Weak<Key>, Option<u64>), AuthError> {
+        let refresh = self.keys.refresh(seen).await;
+        let keys = self.keys.snapshot(self.config.clock.now());
+        match self.verify(jws, token, keys.set()) {
+            Ok(key) => Ok((Arc::downgrade(key), keys.set_id())),
+            Err(Failure::NoKeys) => {
+                tracing::warn!(?refresh, "no key set available; answering 503");
+                Err(AuthError::TemporarilyUnavailable {
+                    retry_after: refresh.retry_after(),
+                })
+            }
+            Err(f) => Err(self.refuse_failure(f)),
+        }
+    }
+
+    /// The claims of a verified token, cached with the key that verified
+    /// it, then the last word.
+    fn finish(
+        &self,
+        token: &str,
+        jws: Parsed,
+        key: Weak<Key>,
+        set_id: Option<u64>,
+        now: SystemTime,
+    ) -> Result<Principal, AuthError> {
+        let p = jwt::principal(&self.config, jws).map_err(|e| self.refuse(e))?;
         if let Some(cache) = &self.cache {
-            // The set it was verified with is not known here: hits check
-            // the key by lookup.
-            cache.insert(token, p.clone(), key, None, unix_seconds(now));
+            cache.insert(token, p.clone(), key, set_id, unix_seconds(now));
         }
         self.accept(p, now)
     }
@@ -300,37 +339,10 @@ impl Shared {
     }
 
     /// The last word on a valid token: the revocation hook.
-    fn accept(&self, p: Principal, now: std::time::SystemTime) -> Result<Principal, AuthError> {
-        match &self.config.revocation {
+    fn accept(&self, p: Principal, now: SystemTime) -> Result<Principal, AuthError> {
+        match &self.revocation {
             Some(check) if check.is_revoked(&p, now) => Err(self.refuse(TokenError::Revoked)),
             _ => Ok(p),
-        }
-    }
-
-    /// Runs `stage` with the current keys; if it needs keys the set lacks,
-    /// refreshes the set (single-flight, cooldown) and runs it once more.
-    async fn with_keys<T>(
-        &self,
-        token: &str,
-        stage: impl Fn(&Config, Option<&KeySet>, &str) -> Result<T, Failure>,
-    ) -> Result<T, AuthError> {
-        let keys = self.keys.snapshot(self.config.clock.now());
-        let first = stage(&self.config, keys.set(), token);
-        let seen = keys.generation;
-        drop(keys);
-        let refresh = match first {
-            Err(Failure::UnknownKey | Failure::NoKeys) => self.keys.refresh(seen).await,
-            other => return other.map_err(|f| self.refuse_failure(f)),
-        };
-        let keys = self.keys.snapshot(self.config.clock.now());
-        match stage(&self.config, keys.set(), token) {
-            Err(Failure::NoKeys) => {
-                tracing::warn!(?refresh, "no key set available; answering 503");
-                Err(AuthError::TemporarilyUnavailable {
-                    retry_after: refresh.retry_after(),
-                })
-            }
-            second => second.map_err(|f| self.refuse_failure(f)),
         }
     }
 

@@ -14,6 +14,7 @@
 //! turn does not come, nothing is cached and the request fails closed with
 //! 503.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -22,10 +23,9 @@ use url::Url;
 
 use crate::cache::{Digest, digest};
 use crate::clock::unix_seconds;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::error::{AuthError, TokenError};
-use crate::jwks::FetchError;
-use crate::jwks::fetch::Fetcher;
+use crate::fetch::{FetchError, Fetcher};
 use crate::jwt::{self, claims::Principal};
 
 /// How the resource server authenticates to the introspection endpoint
@@ -78,6 +78,8 @@ pub(crate) struct Introspector {
     issuer: Option<(Url, String)>,
     discovered: Mutex<Option<Url>>,
     cache: moka::future::Cache<Digest, Answer>,
+    /// Calls made to the endpoint.
+    calls: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -92,10 +94,7 @@ impl Introspector {
         issuer: Option<(Url, String)>,
         timeout: Duration,
         max_bytes: usize,
-    ) -> Result<Self, ConfigError> {
-        if cfg.endpoint.is_none() && issuer.is_none() {
-            return Err(ConfigError::NoKeySource);
-        }
+    ) -> Result<Self, FetchError> {
         let cache = moka::future::Cache::builder()
             .max_capacity(cfg.max_entries)
             // A memory bound only: freshness is judged by the injected clock.
@@ -114,7 +113,13 @@ impl Introspector {
             issuer,
             discovered: Mutex::new(None),
             cache,
+            calls: AtomicU64::new(0),
         })
+    }
+
+    /// Calls made to the endpoint so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     pub(crate) fn max_age(&self) -> Duration {
@@ -180,10 +185,7 @@ impl Introspector {
                 None
             }
         };
-        config
-            .stats
-            .introspections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
         parse_answer(config, body)
     }

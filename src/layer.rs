@@ -77,11 +77,12 @@ where
                 Err(e) => Err(e),
                 Ok(token) => match shared.validate_uncached(token) {
                     Quick::Done(outcome) => outcome,
-                    Quick::Pending => {
+                    Quick::Pending(pending) => {
+                        // The wait resumes from what this pass learned.
                         let token = token.to_owned();
                         let task = shared.clone();
                         let check: Validation =
-                            Box::pin(async move { task.validate(&token).await });
+                            Box::pin(async move { task.resume(&token, pending).await });
                         // Keep the instance that poll_ready drove to readiness.
                         let clone = self.inner.clone();
                         let inner = mem::replace(&mut self.inner, clone);

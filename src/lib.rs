@@ -33,7 +33,7 @@
 //! # Features
 //! - `axum`: extractors for [`Principal`] and typed claims
 //!   ([`Claims`](crate::axum::Claims)), and `IntoResponse` for [`AuthError`].
-//! - `tonic`: [`grpc::principal`] for handlers and `From<AuthError>` for
+//! - `tonic`: [`tonic::principal`] for handlers and `From<AuthError>` for
 //!   `tonic::Status`. The layer itself answers gRPC requests the gRPC way
 //!   without it.
 //! - `testing`: [`testing::TestIssuer`], a loopback authorization server
@@ -46,10 +46,12 @@
 
 mod alg;
 mod auth;
+mod builder;
 mod cache;
 mod clock;
 mod config;
 mod error;
+mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;
@@ -59,11 +61,14 @@ mod revocation;
 mod token;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
-#[cfg(feature = "tonic")]
-pub mod grpc;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(doctest)]
@@ -72,18 +77,19 @@ struct ReadmeDoctests;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
 pub use auth::{BearerAuth, Stats};
+pub use builder::{Builder, ConfigError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Builder, ConfigError, DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT,
-    DEFAULT_INTROSPECTION_CONCURRENCY, DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE,
-    DEFAULT_LEEWAY, DEFAULT_MAX_STALE, DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES,
-    DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
-    MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
+    DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT, DEFAULT_INTROSPECTION_CONCURRENCY,
+    DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
+    DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL,
+    DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT, MAX_JWKS_MAX_AGE, MAX_LEEWAY,
+    MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
 pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
+pub use fetch::FetchError;
 pub use introspect::ClientAuth;
-pub use jwks::{FetchError, JwksError, KeyHealth, KeySet, SkippedKey};
-pub use jwt::Jws;
+pub use jwks::{JwksError, KeyHealth};
 pub use jwt::claims::{Claims, Principal, Scopes};
 pub use layer::{Bearer, ResponseBody, ResponseFuture};
 pub use policy::{
@@ -91,3 +97,10 @@ pub use policy::{
     RequireScopesService, ScopePolicy,
 };
 pub use revocation::{RevocationCheck, RevocationList, Revoke};
+
+// Hooks for conformance vectors and fuzzers: the exact stages the layer
+// runs, outside the supported API.
+#[doc(hidden)]
+pub use jwks::{KeySet, SkippedKey};
+#[doc(hidden)]
+pub use jwt::Jws;

@@ -10,7 +10,8 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::Shared;
+use crate::auth::{BearerAuth, Shared};
+use crate::builder::ConfigError;
 use crate::error::{AuthError, Protocol, ScopeRequirement};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
@@ -168,6 +169,64 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::validating(check, inner, req, shared.clone())
+    }
+}
+
+/// The route layers a validator makes, with its realm and error hook.
+impl BearerAuth {
+    /// A route layer that requires every one of `scopes`.
+    ///
+    /// Use it with axum's `route_layer` behind this layer. Errors are
+    /// answered with this validator's realm and error hook.
+    pub fn require_all<I, S>(&self, scopes: I) -> RequireScopes
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.method_scopes().otherwise(ScopePolicy::all(scopes))
+    }
+
+    /// A route layer that requires at least one of `scopes`.
+    pub fn require_any<I, S>(&self, scopes: I) -> RequireScopes
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.method_scopes().otherwise(ScopePolicy::any(scopes))
+    }
+
+    /// Scope requirements per gRPC method (or request path), enforced
+    /// behind this layer; errors use this validator's realm and hook.
+    ///
+    /// ```
+    /// # fn f(auth: tower_bearer::BearerAuth) {
+    /// use tower_bearer::ScopePolicy;
+    /// let policies = auth
+    ///     .method_scopes()
+    ///     .method("/grpc.health.v1.Health/Check", ScopePolicy::all(["read"]))
+    ///     .method("/grpc.health.v1.Health/Watch", ScopePolicy::all(["admin"]))
+    ///     .service("acme.orders.v1.Orders", ScopePolicy::any(["orders:read", "orders:admin"]));
+    /// # let _ = policies; }
+    /// ```
+    pub fn method_scopes(&self) -> MethodScopes {
+        MethodScopes::new(Some(self.shared.clone()))
+    }
+
+    /// A route layer for routes that cannot accept the revocation window:
+    /// every request is checked with the authorization server through
+    /// introspection, even when its JWT validated locally (answers are
+    /// reused for a few seconds, 5 s by default; see
+    /// [`Builder::introspection_cache`](crate::Builder::introspection_cache)).
+    /// Put it behind this layer with axum's `route_layer`.
+    ///
+    /// Fails when introspection is not configured.
+    pub fn require_active(&self) -> Result<RequireActive, ConfigError> {
+        if !self.has_introspection() {
+            return Err(ConfigError::Introspection(
+                "require_active needs introspection(client_id, secret) on the builder",
+            ));
+        }
+        Ok(RequireActive::new(self.shared.clone()))
     }
 }
 

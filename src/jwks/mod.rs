@@ -2,11 +2,9 @@
 //! with discovery ([`fetch`]), and keeping the current set for the hot path
 //! ([`store`]).
 
-pub(crate) mod fetch;
 mod set;
 pub(crate) mod store;
 
-pub use fetch::FetchError;
 pub use set::{JwksError, KeySet, SkippedKey};
 pub(crate) use set::{Key, Lookup, verify};
 pub use store::KeyHealth;

@@ -27,11 +27,11 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{Mutex, watch};
 use url::Url;
 
-use super::fetch::{FetchError, Fetched, Fetcher, Validators, loggable};
 use super::set::KeySet;
 use crate::alg::Algorithm;
 use crate::clock::Clock;
-use crate::config::{ConfigError, Limits};
+use crate::config::Limits;
+use crate::fetch::{FetchError, Fetched, Fetcher, Validators, loggable};
 
 /// Where keys come from.
 pub(crate) enum Source {
@@ -224,7 +224,7 @@ impl KeyStore {
         clock: Arc<dyn Clock>,
         policy: KeyPolicy,
         timeout: Duration,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, FetchError> {
         let fetcher = || Fetcher::new(timeout, limits.max_document_bytes);
         let forever = |set: KeySet| {
             Arc::new(Loaded {

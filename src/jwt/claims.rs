@@ -161,7 +161,7 @@ pub(crate) fn parse(
     payload: String,
     rules: &ClaimRules<'_>,
     alg: Option<Algorithm>,
-    kid: Option<&str>,
+    kid: Option<Box<str>>,
 ) -> Result<Principal, TokenError> {
     let mut out = Parsed::default();
     let mut failure = None;
@@ -205,7 +205,7 @@ pub(crate) fn parse(
         scopes: Scopes(scopes.into()),
         payload: payload.into(),
         alg,
-        kid: kid.map(Box::from),
+        kid,
     })))
 }
 

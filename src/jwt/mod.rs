@@ -1,9 +1,14 @@
-//! Local validation of a compact JWS access token: limits, header, key
-//! match, signature, claims. Synchronous and free of I/O; the key set is
-//! handed in by the caller.
+//! Local validation of a compact JWS access token, in two stages that a
+//! request may run apart: [`parse`] (limits, header rules, decoding) once,
+//! then key lookup and signature ([`Parsed::key`], [`Parsed::signed_by`])
+//! with whatever key set is at hand, before and after a refetch; then
+//! [`principal`] checks the claims. Synchronous and free of I/O: keys are
+//! handed in by the caller, and the caller counts the work.
 
 pub(crate) mod claims;
 mod header;
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,8 +17,6 @@ use crate::alg::Algorithm;
 use crate::clock::unix_seconds;
 use crate::config::{Config, TokenTypePolicy};
 use crate::error::TokenError;
-use std::sync::{Arc, Weak};
-
 use crate::jwks::{Key, KeySet, Lookup, verify as verify_signature};
 use claims::{ClaimRules, Principal};
 
@@ -35,8 +38,24 @@ impl From<TokenError> for Failure {
     }
 }
 
+/// A compact JWS whose header passed every rule, decoded; its signature
+/// is not checked yet. Owned, so that a request waiting for keys carries
+/// it instead of parsing the token again.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    alg: Algorithm,
+    kid: Option<Box<str>>,
+    /// Length of `header.payload` at the start of the token: the signing
+    /// input.
+    signed_len: usize,
+    payload: Vec<u8>,
+    signature: Vec<u8>,
+}
+
 /// A compact JWS whose header passed every rule and whose signature
-/// verified; the claims are not checked yet.
+/// verified; the claims are not checked yet. What the test and fuzz hook
+/// `BearerAuth::verify_signature_only` returns.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Jws {
@@ -48,16 +67,91 @@ pub struct Jws {
     pub payload: Vec<u8>,
 }
 
-/// Validates `token` against `keys` under `cfg`: the JWS, then the claims.
-/// Also returns the key that verified it, for the verified-token cache.
-pub(crate) fn validate(
-    cfg: &Config,
-    keys: Option<&KeySet>,
-    token: &str,
-) -> Result<(Principal, Weak<Key>), Failure> {
-    let (alg, key, payload) = verify(cfg, keys, token)?;
-    let principal = principal_from_claims(cfg, payload, Some(alg), key.kid(), true)?;
-    Ok((principal, Arc::downgrade(key)))
+impl From<Parsed> for Jws {
+    fn from(p: Parsed) -> Self {
+        Self {
+            alg: p.alg,
+            kid: p.kid.map(String::from),
+            payload: p.payload,
+        }
+    }
+}
+
+/// Limits, header rules and decoding: everything that needs no key.
+pub(crate) fn parse(cfg: &Config, token: &str) -> Result<Parsed, TokenError> {
+    let limits = &cfg.limits;
+    if token.len() > limits.max_token_bytes {
+        return Err(TokenError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(if token.split('.').count() == 5 {
+            TokenError::Encrypted
+        } else {
+            TokenError::Malformed
+        });
+    };
+
+    let header_json = b64_decode(h64)?;
+    check_depth(&header_json, limits.max_json_depth)?;
+    let header = header::parse(&header_json, limits.max_header_members)?;
+    let alg = Algorithm::from_name(&header.alg)
+        .filter(|a| cfg.algorithms.contains(a))
+        .ok_or(TokenError::AlgorithmNotAllowed)?;
+    if let Some(name) = header.untrusted {
+        return Err(TokenError::UntrustedKeySource(name));
+    }
+    // No JWS extension is understood, so any `crit` must be refused
+    // (RFC 7515 §4.1.11); an unencoded payload (RFC 7797) likewise.
+    if header.crit || header.b64 == Some(false) {
+        return Err(TokenError::UnsupportedExtension);
+    }
+    check_type(header.typ.as_deref(), cfg.typ)?;
+    if header
+        .kid
+        .as_ref()
+        .is_some_and(|k| k.len() > limits.max_kid_bytes)
+    {
+        return Err(TokenError::LimitExceeded("kid length"));
+    }
+    Ok(Parsed {
+        alg,
+        // Boxed once: it moves into the principal.
+        kid: header.kid.map(|k| Box::from(&*k)),
+        signed_len: h64.len() + 1 + p64.len(),
+        signature: b64_decode(s64)?,
+        payload: b64_decode(p64)?,
+    })
+}
+
+impl Parsed {
+    /// The key of `keys` that must have signed this token.
+    pub(crate) fn key<'k>(&self, keys: Option<&'k KeySet>) -> Result<&'k Arc<Key>, Failure> {
+        let keys = keys.ok_or(Failure::NoKeys)?;
+        match keys.find(self.kid.as_deref(), self.alg) {
+            Lookup::Found(key) => Ok(key),
+            // Only shared secrets are loaded so far: the issuer's keys are
+            // still to be fetched.
+            _ if keys.is_partial() => Err(Failure::NoKeys),
+            Lookup::Mismatch => Err(TokenError::KeyAlgorithmMismatch.into()),
+            Lookup::Unknown => Err(Failure::UnknownKey),
+        }
+    }
+
+    /// Whether `key` signed `token`, the text this was parsed from.
+    pub(crate) fn signed_by(&self, token: &str, key: &Key) -> bool {
+        token
+            .as_bytes()
+            .get(..self.signed_len)
+            .is_some_and(|input| verify_signature(key, self.alg, input, &self.signature))
+    }
+}
+
+/// The claims of a token whose signature verified.
+pub(crate) fn principal(cfg: &Config, jws: Parsed) -> Result<Principal, TokenError> {
+    principal_from_claims(cfg, jws.payload, Some(jws.alg), jws.kid, true)
 }
 
 /// Parses and checks a claim set (a JWT payload or an introspection
@@ -67,7 +161,7 @@ pub(crate) fn principal_from_claims(
     cfg: &Config,
     json: Vec<u8>,
     alg: Option<Algorithm>,
-    kid: Option<&str>,
+    kid: Option<Box<str>>,
     require_exp: bool,
 ) -> Result<Principal, TokenError> {
     let limits = &cfg.limits;
@@ -83,80 +177,6 @@ pub(crate) fn principal_from_claims(
     let principal = claims::parse(json, &rules, alg, kid)?;
     check_claims(cfg, principal.claims(), require_exp)?;
     Ok(principal)
-}
-
-/// The JWS stage alone, for `BearerAuth::verify_signature_only`.
-pub(crate) fn verify_jws(cfg: &Config, keys: Option<&KeySet>, token: &str) -> Result<Jws, Failure> {
-    let (alg, key, payload) = verify(cfg, keys, token)?;
-    Ok(Jws {
-        alg,
-        kid: key.kid().map(str::to_owned),
-        payload,
-    })
-}
-
-/// Limits, header rules, key lookup and signature; returns the algorithm,
-/// the verifying key's `kid` and the decoded payload.
-fn verify<'k>(
-    cfg: &Config,
-    keys: Option<&'k KeySet>,
-    token: &str,
-) -> Result<(Algorithm, &'k Arc<Key>, Vec<u8>), Failure> {
-    let limits = &cfg.limits;
-    if token.len() > limits.max_token_bytes {
-        return Err(TokenError::TooLarge.into());
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(if token.split('.').count() == 5 {
-            TokenError::Encrypted
-        } else {
-            TokenError::Malformed
-        }
-        .into());
-    };
-
-    let header_json = b64_decode(h64)?;
-    check_depth(&header_json, limits.max_json_depth)?;
-    let header = header::parse(&header_json, limits.max_header_members)?;
-    let alg = Algorithm::from_name(&header.alg)
-        .filter(|a| cfg.algorithms.contains(a))
-        .ok_or(TokenError::AlgorithmNotAllowed)?;
-    if let Some(name) = header.untrusted {
-        return Err(TokenError::UntrustedKeySource(name).into());
-    }
-    // No JWS extension is understood, so any `crit` must be refused
-    // (RFC 7515 §4.1.11); an unencoded payload (RFC 7797) likewise.
-    if header.crit || header.b64 == Some(false) {
-        return Err(TokenError::UnsupportedExtension.into());
-    }
-    check_type(header.typ.as_deref(), cfg.typ)?;
-    let kid = header.kid.as_deref();
-    if kid.is_some_and(|k| k.len() > limits.max_kid_bytes) {
-        return Err(TokenError::LimitExceeded("kid length").into());
-    }
-
-    let keys = keys.ok_or(Failure::NoKeys)?;
-    let key = match keys.find(kid, alg) {
-        Lookup::Found(key) => key,
-        // Only shared secrets are loaded so far: the issuer's keys are
-        // still to be fetched.
-        _ if keys.is_partial() => return Err(Failure::NoKeys),
-        Lookup::Mismatch => return Err(TokenError::KeyAlgorithmMismatch.into()),
-        Lookup::Unknown => return Err(Failure::UnknownKey),
-    };
-    let signature = b64_decode(s64)?;
-    let payload = b64_decode(p64)?;
-    let signing_input = &token[..h64.len() + 1 + p64.len()];
-    cfg.stats
-        .signatures
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if !verify_signature(key, alg, signing_input.as_bytes(), &signature) {
-        return Err(TokenError::BadSignature.into());
-    }
-    Ok((alg, key, payload))
 }
 
 /// `exp`, `nbf`, `iat` age, `iss` and `aud` against the configuration and

@@ -1,5 +1,7 @@
-//! Fetching discovery documents and JWK sets: https only (loopback
-//! excepted), a timeout, a body cap, and no redirect to another host.
+//! The one HTTP client, for key fetching and introspection alike: the URL
+//! policy (https only, loopback excepted), discovery documents, conditional
+//! GETs of JWK sets, form POSTs, a timeout, a body cap, and no redirect to
+//! another host.
 
 use std::fmt;
 use std::time::Duration;
@@ -7,8 +9,6 @@ use std::time::Duration;
 use reqwest::redirect;
 use serde::Deserialize;
 use url::Url;
-
-use crate::config::{ConfigError, is_acceptable_url};
 
 /// Why fetching keys failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +122,8 @@ pub(crate) struct Metadata {
 }
 
 impl Fetcher {
-    pub(crate) fn new(timeout: Duration, max_bytes: usize) -> Result<Self, ConfigError> {
+    /// Fails only when the TLS backend cannot be set up.
+    pub(crate) fn new(timeout: Duration, max_bytes: usize) -> Result<Self, FetchError> {
         let policy = redirect::Policy::custom(|attempt| {
             let same_host = attempt
                 .previous()
@@ -140,7 +141,7 @@ impl Fetcher {
             .redirect(policy)
             .user_agent(concat!("tower-bearer/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ConfigError::HttpClient(e.to_string()))?;
+            .map_err(|e| FetchError::Transport(e.to_string()))?;
         Ok(Self { client, max_bytes })
     }
 
@@ -216,13 +217,8 @@ impl Fetcher {
             return Err(FetchError::IssuerMismatch);
         }
         let checked = |u: Option<String>| -> Result<Option<Url>, FetchError> {
-            u.map(|u| {
-                Url::parse(&u)
-                    .ok()
-                    .filter(is_acceptable_url)
-                    .ok_or(FetchError::InsecureUrl)
-            })
-            .transpose()
+            u.map(|u| acceptable_url(&u).ok_or(FetchError::InsecureUrl))
+                .transpose()
         };
         Ok(Metadata {
             jwks_uri: checked(meta.jwks_uri)?,
@@ -286,6 +282,27 @@ impl Fetcher {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+}
+
+/// `s` as a URL, if it parses and the URL policy accepts it.
+pub(crate) fn acceptable_url(s: &str) -> Option<Url> {
+    Url::parse(s).ok().filter(is_acceptable_url)
+}
+
+/// The URL policy: https, or http on a loopback host (127.0.0.0/8, ::1,
+/// localhost). Applied to every URL configured, found by discovery, or
+/// redirected to.
+pub(crate) fn is_acceptable_url(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
     }
 }
 

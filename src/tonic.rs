@@ -30,16 +30,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! In a handler, [`principal`] reads who called.
+//! In a handler, [`principal`] reads who called. Each service of this
+//! crate implements tonic's [`NamedService`] when the service it wraps
+//! does, so a layer can also wrap a single service given to
+//! `Server::add_service`.
+
+use tonic::server::NamedService;
 
 use crate::error::AuthError;
 use crate::jwt::claims::Principal;
+use crate::layer::Bearer;
+use crate::policy::{MethodScopesService, RequireActiveService};
 
 /// The verified principal of a request that passed the layer.
 ///
 /// ```
 /// # fn handler(req: tonic::Request<()>) -> Result<(), tonic::Status> {
-/// let caller = tower_bearer::grpc::principal(&req)?;
+/// let caller = tower_bearer::tonic::principal(&req)?;
 /// tracing::info!(sub = caller.subject(), "called");
 /// # Ok(()) }
 /// ```
@@ -67,4 +74,16 @@ impl From<AuthError> for tonic::Status {
         }
         status
     }
+}
+
+impl<S: NamedService> NamedService for Bearer<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: NamedService> NamedService for MethodScopesService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: NamedService> NamedService for RequireActiveService<S> {
+    const NAME: &'static str = S::NAME;
 }

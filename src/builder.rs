@@ -1,0 +1,816 @@
+//! [`Builder`]: settings in any order, every check in [`Builder::build`],
+//! which assembles the validator in small named steps. Nothing here is
+//! read per request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use url::Url;
+
+use crate::alg::Algorithm;
+use crate::auth::BearerAuth;
+use crate::cache::TokenCache;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    Config, DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT, DEFAULT_INTROSPECTION_CONCURRENCY,
+    DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
+    DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL,
+    DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT, MAX_JWKS_MAX_AGE, MAX_LEEWAY,
+    MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE, TokenTypePolicy,
+};
+use crate::error::AuthError;
+use crate::fetch::{FetchError, acceptable_url};
+use crate::introspect::{ClientAuth, IntrospectionConfig, Introspector};
+use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
+use crate::revocation::{RevocationCheck, RevocationList};
+
+/// A configuration mistake found by [`Builder::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No issuer was set and the issuer check was not explicitly disabled.
+    MissingIssuer,
+    /// No audience was set and the audience check was not explicitly
+    /// disabled.
+    MissingAudience,
+    /// An audience or scope claim name is empty.
+    EmptyValue(&'static str),
+    /// The algorithm allow-list is empty.
+    NoAlgorithms,
+    /// An HMAC algorithm is allowed without a configured secret, or a secret
+    /// is shorter than the algorithm's hash output (RFC 7518 §3.2).
+    Secret(&'static str),
+    /// A URL does not parse, or is not https and not on a loopback host.
+    InsecureUrl(String),
+    /// No way to find keys: discovery needs an issuer.
+    NoKeySource,
+    /// A static JWKS is unusable.
+    Jwks(JwksError),
+    /// A static JWKS holds no usable key.
+    NoUsableKeys,
+    /// The realm contains quotes, backslashes or non-visible characters.
+    InvalidRealm,
+    /// A limit is zero or otherwise impossible (or more than 64 required
+    /// claims).
+    InvalidLimit(&'static str),
+    /// The HTTP client could not be built.
+    HttpClient(String),
+    /// Introspection is configured inconsistently, or a route needs it and
+    /// it is not configured.
+    Introspection(&'static str),
+    /// A duration setting is longer than its bound.
+    TooLong {
+        /// The builder method.
+        setting: &'static str,
+        /// The largest value it accepts.
+        max: Duration,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingIssuer => f.write_str(
+                "no issuer configured; set one, or call insecure_skip_issuer_check() to opt out",
+            ),
+            Self::MissingAudience => f.write_str(
+                "no audience configured; set one, or call insecure_skip_audience_check() to opt out",
+            ),
+            Self::EmptyValue(what) => write!(f, "{what} must not be empty"),
+            Self::NoAlgorithms => f.write_str("the algorithm allow-list is empty"),
+            Self::Secret(why) => f.write_str(why),
+            Self::InsecureUrl(url) => {
+                write!(f, "{url} is not a valid https URL (plain http is only for loopback hosts)")
+            }
+            Self::NoKeySource => {
+                f.write_str("no key source: configure an issuer for discovery, a JWKS URL or a static JWKS")
+            }
+            Self::Jwks(e) => write!(f, "static JWKS: {e}"),
+            Self::NoUsableKeys => f.write_str("the static JWKS holds no usable key"),
+            Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
+            Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
+            Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
+            Self::Introspection(why) => f.write_str(why),
+            Self::TooLong { setting, max } => {
+                write!(f, "{setting} must be at most {}", human(*max))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A bound as an operator writes it: `10 min`, `365 days`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s >= 86_400 && s.is_multiple_of(86_400) => format!("{} days", s / 86_400),
+        _ if s >= 3600 && s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        _ if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
+        _ => format!("{s} s"),
+    }
+}
+
+impl BearerAuth {
+    /// Starts a configuration. Issuer and audience are required.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+/// Builds a [`BearerAuth`]. Start with [`BearerAuth::builder`].
+///
+/// Issuer and audience are required: a validator that accepts tokens from
+/// anyone, for anyone, is refused unless the opt-out is spelled out with an
+/// `insecure_*` call (RFC 8725 §3.8–3.9).
+pub struct Builder {
+    issuer: Option<String>,
+    skip_issuer: bool,
+    audiences: Vec<String>,
+    skip_audience: bool,
+    jwks_uri: Option<String>,
+    static_jwks: Option<Vec<u8>>,
+    algorithms: Option<Vec<Algorithm>>,
+    secrets: Vec<(Algorithm, Vec<u8>)>,
+    leeway: Duration,
+    typ: TokenTypePolicy,
+    required_claims: Vec<String>,
+    scope_claims: Vec<String>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    refetch_cooldown: Duration,
+    fetch_timeout: Duration,
+    jwks_max_age: (Duration, Duration, Duration),
+    max_stale: Duration,
+    max_token_age: Option<Duration>,
+    token_cache: Option<(u64, Duration)>,
+    /// Client id and secret; introspection is on when set.
+    introspection: Option<(String, String)>,
+    introspection_endpoint: Option<String>,
+    introspection_auth: ClientAuth,
+    /// `max_age` and `active_check_max_age`.
+    introspection_max_age: (Duration, Duration),
+    introspection_concurrency: usize,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    revocation_list: Option<RevocationList>,
+    realm: Option<String>,
+    cookie: Option<String>,
+    responder: Option<ErrorResponder>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("jwks_uri", &self.jwks_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            skip_issuer: false,
+            audiences: Vec::new(),
+            skip_audience: false,
+            jwks_uri: None,
+            static_jwks: None,
+            algorithms: None,
+            secrets: Vec::new(),
+            leeway: DEFAULT_LEEWAY,
+            typ: TokenTypePolicy::default(),
+            required_claims: Vec::new(),
+            scope_claims: vec!["scope".into(), "scp".into()],
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            refetch_cooldown: DEFAULT_REFETCH_COOLDOWN,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+            jwks_max_age: (DEFAULT_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE, MAX_JWKS_MAX_AGE),
+            max_stale: DEFAULT_MAX_STALE,
+            max_token_age: None,
+            token_cache: Some((DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL)),
+            introspection: None,
+            introspection_endpoint: None,
+            introspection_auth: ClientAuth::default(),
+            introspection_max_age: (DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_ACTIVE_CHECK_MAX_AGE),
+            introspection_concurrency: DEFAULT_INTROSPECTION_CONCURRENCY,
+            revocation: None,
+            revocation_list: None,
+            realm: None,
+            cookie: None,
+            responder: None,
+        }
+    }
+}
+
+impl Builder {
+    /// The issuer: `iss` must equal it exactly (case-sensitive, no
+    /// normalisation of trailing slashes), and keys are found through its
+    /// discovery document unless [`jwks_uri`](Self::jwks_uri) or
+    /// [`jwks_json`](Self::jwks_json) is given. Required.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Accepts tokens from any issuer. Only for keys given statically or by
+    /// JWKS URL that belong to a single issuer; never with discovery.
+    pub fn insecure_skip_issuer_check(mut self) -> Self {
+        self.skip_issuer = true;
+        self
+    }
+
+    /// An audience this API answers to; `aud` must contain it. May be
+    /// called several times: a token naming any one of them is accepted.
+    /// Required.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Accepts tokens meant for any audience, so a token issued for another
+    /// API of the same issuer is accepted here too.
+    pub fn insecure_skip_audience_check(mut self) -> Self {
+        self.skip_audience = true;
+        self
+    }
+
+    /// Fetch keys from this JWKS URL instead of using discovery.
+    pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
+        self.jwks_uri = Some(uri.into());
+        self
+    }
+
+    /// Use this JWKS document and never fetch keys (air-gapped use, tests).
+    pub fn jwks_json(mut self, json: impl Into<Vec<u8>>) -> Self {
+        self.static_jwks = Some(json.into());
+        self
+    }
+
+    /// The algorithm allow-list. Default: [`Algorithm::DEFAULT_ALLOWED`]
+    /// (asymmetric only). A token whose `alg` is not listed is refused
+    /// before any key is looked up.
+    pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = Some(algs.into_iter().collect());
+        self
+    }
+
+    /// A shared secret for an HMAC algorithm, which is also added to the
+    /// allow-list. The secret must be at least as long as the hash output
+    /// (32, 48 or 64 bytes). HMAC keys are never taken from a JWKS.
+    pub fn shared_secret(mut self, alg: Algorithm, secret: impl Into<Vec<u8>>) -> Self {
+        self.secrets.push((alg, secret.into()));
+        self
+    }
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default: 60 s; at
+    /// most [`MAX_LEEWAY`].
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Which `typ` header values are accepted. Default:
+    /// [`TokenTypePolicy::AccessTokenOrJwt`].
+    pub fn token_type(mut self, policy: TokenTypePolicy) -> Self {
+        self.typ = policy;
+        self
+    }
+
+    /// Claims that must be present (beyond `exp`, which always is).
+    pub fn require_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required_claims
+            .extend(claims.into_iter().map(Into::into));
+        self
+    }
+
+    /// Claims read for scopes, each a space-separated string or an array of
+    /// strings. Default: `scope` and `scp`. Auth0's RBAC puts permissions in
+    /// `permissions`, for example.
+    pub fn scope_claims<I, S>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scope_claims = claims.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Size and shape limits. Default: [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock for `exp`, `nbf` and cooldowns. Default: the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Minimum time between refetches triggered by a token with an unknown
+    /// `kid` (and between retries while no key set could be fetched).
+    /// Default: 30 s.
+    pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
+        self.refetch_cooldown = cooldown;
+        self
+    }
+
+    /// Timeout of one discovery, JWKS or introspection request, and the
+    /// longest a request waits for an introspection call to be let out
+    /// (see [`introspection_concurrency`](Self::introspection_concurrency)).
+    /// Default: 5 s; more than zero and at most [`MAX_FETCH_TIMEOUT`].
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// How long a fetched JWK set stays fresh: the response's
+    /// `Cache-Control: max-age` (minus `Age`) clamped to `[min, max]`, or
+    /// `default` when it gives none. The set is refreshed in the background
+    /// at 80–100 % of that time. Defaults: 10 min, [60 s, 24 h]; each at
+    /// most [`MAX_LIFETIME`].
+    pub fn jwks_max_age(mut self, default: Duration, min: Duration, max: Duration) -> Self {
+        self.jwks_max_age = (default, min, max);
+        self
+    }
+
+    /// How long past its expiry the last good key set is still used while
+    /// the issuer cannot be reached (stale-if-error). After that, requests
+    /// get 503 until a fetch succeeds. Default: 24 h; at most
+    /// [`MAX_LIFETIME`].
+    ///
+    /// Only failures count: a transport error, a status other than 200 or
+    /// 304, or a body that is not a JWK set. A well-formed set replaces
+    /// the old one even when it holds no usable key: it is the issuer's
+    /// word on its keys.
+    pub fn max_stale(mut self, window: Duration) -> Self {
+        self.max_stale = window;
+        self
+    }
+
+    /// Refuse tokens whose `iat` is older than this (401 `invalid_token`),
+    /// even before their `exp`: a bound on the revocation window for
+    /// issuers that mint long-lived access tokens. Tokens without `iat`,
+    /// and tokens whose `iat` is later than now plus the leeway (which
+    /// would defeat the bound), are then refused. Default: no limit.
+    pub fn max_token_age(mut self, age: Duration) -> Self {
+        self.max_token_age = Some(age);
+        self
+    }
+
+    /// The verified-token cache: a repeated JWT skips the signature check.
+    /// At most `max_entries` tokens (rounded up to a multiple of the
+    /// cache's segments, a few per core), each for at most
+    /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min;
+    /// `max_ttl` at most [`MAX_LIFETIME`].
+    pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
+        self.token_cache = Some((max_entries, max_ttl));
+        self
+    }
+
+    /// Verifies every token's signature, every time.
+    pub fn no_token_cache(mut self) -> Self {
+        self.token_cache = None;
+        self
+    }
+
+    /// Enables RFC 7662 introspection with these client credentials: for
+    /// opaque tokens (anything that is not a three-part JWS), and for
+    /// [`BearerAuth::require_active`] routes. The endpoint comes from the
+    /// discovery document (`introspection_endpoint`) unless
+    /// [`introspection_endpoint`](Self::introspection_endpoint) is given.
+    /// Without introspection, an opaque token is `invalid_token`.
+    pub fn introspection(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        self.introspection = Some((client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// The introspection endpoint, instead of discovery.
+    pub fn introspection_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.introspection_endpoint = Some(url.into());
+        self
+    }
+
+    /// How the resource server authenticates to the introspection
+    /// endpoint. Default: [`ClientAuth::Basic`].
+    pub fn introspection_client_auth(mut self, auth: ClientAuth) -> Self {
+        self.introspection_auth = auth;
+        self
+    }
+
+    /// How long introspection answers are reused: `max_age` for opaque
+    /// tokens (default 60 s), `active_check_max_age` on `require_active`
+    /// routes (default 5 s). Never past the token's `exp`; inactive answers
+    /// for 10 s. Each at most [`MAX_LIFETIME`].
+    pub fn introspection_cache(
+        mut self,
+        max_age: Duration,
+        active_check_max_age: Duration,
+    ) -> Self {
+        self.introspection_max_age = (max_age, active_check_max_age);
+        self
+    }
+
+    /// How many calls to the introspection endpoint may be in flight at
+    /// once. A request beyond that waits for one to finish, at most the
+    /// [`fetch_timeout`](Self::fetch_timeout), and then gets 503 with
+    /// `Retry-After`: a flood of distinct opaque tokens cannot become a
+    /// flood at the authorization server. Default: 64.
+    pub fn introspection_concurrency(mut self, max_in_flight: usize) -> Self {
+        self.introspection_concurrency = max_in_flight;
+        self
+    }
+
+    /// A revocation check consulted on every request after the signature
+    /// (or the cache); see [`RevocationCheck`].
+    pub fn revocation(mut self, check: impl RevocationCheck) -> Self {
+        self.revocation = Some(Arc::new(check));
+        self
+    }
+
+    /// Like [`revocation`](Self::revocation) for the in-memory
+    /// [`RevocationList`], which also drops matching entries of this
+    /// validator's verified-token cache when it revokes.
+    pub fn revocation_list(mut self, list: RevocationList) -> Self {
+        self.revocation = Some(Arc::new(list.clone()));
+        self.revocation_list = Some(list);
+        self
+    }
+
+    /// A `realm` for the `WWW-Authenticate` challenge. Default: none.
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// Also read the token from this cookie when there is no
+    /// `Authorization` header. Default: header only.
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.cookie = Some(name.into());
+        self
+    }
+
+    /// Rewrites error responses. The function gets the error and the
+    /// default response (status, headers, JSON body) and returns the one to
+    /// send.
+    pub fn on_error<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&AuthError, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.responder = Some(Arc::new(f));
+        self
+    }
+
+    /// Checks the configuration and builds the validator.
+    ///
+    /// Keys are not fetched here: the first request that needs them fetches
+    /// them (all requests arriving meanwhile share that one fetch), so a
+    /// service can start while its issuer is briefly unreachable. Call
+    /// [`BearerAuth::prefetch_keys`] at start-up to fail fast instead.
+    pub fn build(self) -> Result<BearerAuth, ConfigError> {
+        self.check_durations()?;
+        self.check_limits()?;
+        self.check_realm()?;
+        let issuer = self.checked_issuer()?;
+        let audiences = self.checked_audiences()?;
+        let required_claims = self.required_claims()?;
+        let (algorithms, secrets) = self.algorithms_and_secrets()?;
+        let source = self.key_source(issuer.as_deref(), &algorithms, secrets)?;
+        let introspector = self.introspector(issuer.as_deref())?;
+        let keys = self.key_store(source, issuer.as_deref(), &algorithms)?;
+        let cache = self
+            .token_cache
+            .map(|(entries, ttl)| Arc::new(TokenCache::new(entries, ttl)));
+        if let (Some(list), Some(cache)) = (&self.revocation_list, &cache) {
+            list.attach(cache);
+        }
+        let config = Config {
+            issuer: issuer.map(Box::from),
+            audiences,
+            algorithms: algorithms.into(),
+            leeway_secs: whole_seconds(self.leeway),
+            max_token_age_secs: self.max_token_age.map(whole_seconds),
+            typ: self.typ,
+            required_claims,
+            scope_claims: self.scope_claims.into_iter().map(Box::from).collect(),
+            limits: self.limits,
+            clock: self.clock,
+            realm: self.realm.map(Box::from),
+            cookie: self.cookie.map(Box::from),
+            responder: self.responder,
+        };
+        Ok(BearerAuth::new(
+            config,
+            keys,
+            cache,
+            introspector.map(Arc::new),
+            self.revocation,
+        ))
+    }
+}
+
+impl Builder {
+    /// Every limit positive, the RSA bounds in order, claim names given.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        for (v, name) in [
+            (l.max_token_bytes, "max_token_bytes"),
+            (l.max_json_depth, "max_json_depth"),
+            (l.max_kid_bytes, "max_kid_bytes"),
+            (l.max_header_members, "max_header_members"),
+            (l.max_audiences, "max_audiences"),
+            (l.max_scopes, "max_scopes"),
+            (l.max_jwks_keys, "max_jwks_keys"),
+            (l.max_document_bytes, "max_document_bytes"),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::InvalidLimit(name));
+            }
+        }
+        if l.min_rsa_bits > l.max_rsa_bits {
+            return Err(ConfigError::InvalidLimit("min_rsa_bits <= max_rsa_bits"));
+        }
+        let (_, min_max_age, max_max_age) = self.jwks_max_age;
+        if min_max_age > max_max_age {
+            return Err(ConfigError::InvalidLimit("jwks_max_age min <= max"));
+        }
+        if self
+            .scope_claims
+            .iter()
+            .chain(&self.required_claims)
+            .any(String::is_empty)
+        {
+            return Err(ConfigError::EmptyValue("claim name"));
+        }
+        Ok(())
+    }
+
+    /// The realm goes into a quoted header parameter as it is.
+    fn check_realm(&self) -> Result<(), ConfigError> {
+        match &self.realm {
+            Some(realm)
+                if !realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                    || realm.contains(['"', '\\']) =>
+            {
+                Err(ConfigError::InvalidRealm)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The issuer, or `None` when its check is explicitly skipped.
+    fn checked_issuer(&self) -> Result<Option<String>, ConfigError> {
+        match (&self.issuer, self.skip_issuer) {
+            (Some(i), _) if i.is_empty() => Err(ConfigError::EmptyValue("issuer")),
+            (Some(i), _) => Ok(Some(i.clone())),
+            (None, true) => Ok(None),
+            (None, false) => Err(ConfigError::MissingIssuer),
+        }
+    }
+
+    /// The audiences, or `None` when their check is explicitly skipped.
+    fn checked_audiences(&self) -> Result<Option<Box<[Box<str>]>>, ConfigError> {
+        if self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::EmptyValue("audience"));
+        }
+        match (self.audiences.is_empty(), self.skip_audience) {
+            (false, _) => Ok(Some(
+                self.audiences
+                    .iter()
+                    .map(|a| Box::from(a.as_str()))
+                    .collect(),
+            )),
+            (true, true) => Ok(None),
+            (true, false) => Err(ConfigError::MissingAudience),
+        }
+    }
+
+    /// Required claims without repeats, with RFC 9068's in its mode.
+    fn required_claims(&self) -> Result<Box<[Arc<str>]>, ConfigError> {
+        let strict: &[&str] = match self.typ {
+            TokenTypePolicy::Rfc9068 => &["iss", "aud", "sub", "client_id", "iat", "jti"],
+            _ => &[],
+        };
+        let mut required: Vec<Arc<str>> = Vec::new();
+        for claim in self
+            .required_claims
+            .iter()
+            .map(String::as_str)
+            .chain(strict.iter().copied())
+        {
+            if !required.iter().any(|r| **r == *claim) {
+                required.push(Arc::from(claim));
+            }
+        }
+        if required.len() > MAX_REQUIRED_CLAIMS {
+            return Err(ConfigError::InvalidLimit("at most 64 required claims"));
+        }
+        Ok(required.into())
+    }
+
+    /// The allow-list, with each configured secret's algorithm added, and
+    /// the secrets as keys.
+    fn algorithms_and_secrets(&self) -> Result<(Vec<Algorithm>, KeySet), ConfigError> {
+        let mut algorithms = self
+            .algorithms
+            .clone()
+            .unwrap_or_else(|| Algorithm::DEFAULT_ALLOWED.to_vec());
+        let mut secrets = KeySet::default();
+        for (alg, secret) in &self.secrets {
+            let min = match alg {
+                Algorithm::HS256 => 32,
+                Algorithm::HS384 => 48,
+                Algorithm::HS512 => 64,
+                _ => return Err(ConfigError::Secret("shared_secret takes an HS* algorithm")),
+            };
+            if self.secrets.iter().filter(|(a, _)| a == alg).count() > 1 {
+                return Err(ConfigError::Secret("one shared secret per HS* algorithm"));
+            }
+            if secret.len() < min {
+                return Err(ConfigError::Secret(
+                    "the shared secret is shorter than the algorithm's hash output",
+                ));
+            }
+            secrets.insert_secret(*alg, secret);
+            if !algorithms.contains(alg) {
+                algorithms.push(*alg);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithms);
+        }
+        if algorithms
+            .iter()
+            .any(|a| a.is_symmetric() && !self.secrets.iter().any(|(s, _)| s == a))
+        {
+            return Err(ConfigError::Secret(
+                "an HS* algorithm is allowed but no shared secret is configured for it",
+            ));
+        }
+        algorithms.dedup();
+        Ok((algorithms, secrets))
+    }
+
+    /// Where keys come from: a static set, a JWKS URL, or discovery.
+    fn key_source(
+        &self,
+        issuer: Option<&str>,
+        algorithms: &[Algorithm],
+        secrets: KeySet,
+    ) -> Result<Source, ConfigError> {
+        Ok(if let Some(json) = &self.static_jwks {
+            let (mut set, _) = KeySet::parse_logged(json, algorithms, &self.limits, None)
+                .map_err(ConfigError::Jwks)?;
+            if set.is_empty() {
+                return Err(ConfigError::NoUsableKeys);
+            }
+            set.extend(&secrets);
+            Source::Static(set)
+        } else if let Some(uri) = &self.jwks_uri {
+            Source::Jwks(checked_url(uri)?, secrets)
+        } else if let Some(issuer) = issuer {
+            Source::Discovery(checked_url(issuer)?, secrets)
+        } else if !secrets.is_empty() {
+            Source::Static(secrets)
+        } else {
+            return Err(ConfigError::NoKeySource);
+        })
+    }
+
+    /// The introspection client, when configured.
+    fn introspector(&self, issuer: Option<&str>) -> Result<Option<Introspector>, ConfigError> {
+        let Some((client_id, client_secret)) = &self.introspection else {
+            if self.introspection_endpoint.is_some() {
+                return Err(ConfigError::Introspection(
+                    "introspection_endpoint needs introspection(client_id, secret)",
+                ));
+            }
+            return Ok(None);
+        };
+        if self.introspection_concurrency == 0 {
+            return Err(ConfigError::InvalidLimit("introspection_concurrency"));
+        }
+        let (max_age, active_check_max_age) = self.introspection_max_age;
+        let config = IntrospectionConfig {
+            client_id: client_id.clone(),
+            client_secret: client_secret.clone(),
+            endpoint: self
+                .introspection_endpoint
+                .as_deref()
+                .map(checked_url)
+                .transpose()?,
+            auth: self.introspection_auth,
+            max_age,
+            active_check_max_age,
+            max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+            max_in_flight: self.introspection_concurrency,
+        };
+        let discovery = issuer
+            .map(|iss| Ok::<_, ConfigError>((checked_url(iss)?, iss.to_owned())))
+            .transpose()?;
+        if config.endpoint.is_none() && discovery.is_none() {
+            return Err(ConfigError::NoKeySource);
+        }
+        Introspector::new(
+            config,
+            discovery,
+            self.fetch_timeout,
+            self.limits.max_document_bytes,
+        )
+        .map(Some)
+        .map_err(client_error)
+    }
+
+    /// The key store and how its sets age.
+    fn key_store(
+        &self,
+        source: Source,
+        issuer: Option<&str>,
+        algorithms: &[Algorithm],
+    ) -> Result<KeyStore, ConfigError> {
+        let (default_max_age, min_max_age, max_max_age) = self.jwks_max_age;
+        let policy = KeyPolicy {
+            default_max_age,
+            min_max_age,
+            max_max_age,
+            max_stale: self.max_stale,
+            cooldown: self.refetch_cooldown,
+            discovery_max_age: DISCOVERY_MAX_AGE,
+        };
+        KeyStore::new(
+            source,
+            issuer.map(str::to_owned),
+            algorithms.to_vec(),
+            self.limits.clone(),
+            self.clock.clone(),
+            policy,
+            self.fetch_timeout,
+        )
+        .map_err(client_error)
+    }
+}
+
+/// Whole seconds as the claims count them, saturating.
+fn whole_seconds(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl Builder {
+    /// Every duration setting within its bound: past them, the clock's
+    /// arithmetic overflows, a cache refuses its TTL, or a check is
+    /// switched off.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let (jwks_default, jwks_min, jwks_max) = self.jwks_max_age;
+        let (intro_max_age, intro_active) = self.introspection_max_age;
+        let token_ttl = self.token_cache.map_or(Duration::ZERO, |(_, ttl)| ttl);
+        for (value, setting, max) in [
+            (self.leeway, "leeway", MAX_LEEWAY),
+            (self.fetch_timeout, "fetch_timeout", MAX_FETCH_TIMEOUT),
+            (self.refetch_cooldown, "refetch_cooldown", MAX_LIFETIME),
+            (jwks_default, "jwks_max_age (default)", MAX_LIFETIME),
+            (jwks_min, "jwks_max_age (min)", MAX_LIFETIME),
+            (jwks_max, "jwks_max_age (max)", MAX_LIFETIME),
+            (self.max_stale, "max_stale", MAX_LIFETIME),
+            (token_ttl, "token_cache (max_ttl)", MAX_LIFETIME),
+            (intro_max_age, "introspection_cache (max_age)", MAX_LIFETIME),
+            (
+                intro_active,
+                "introspection_cache (active_check_max_age)",
+                MAX_LIFETIME,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::TooLong { setting, max });
+            }
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(ConfigError::InvalidLimit("fetch_timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `s` and accepts it only if the URL policy does (https, or http
+/// on a loopback host).
+fn checked_url(s: &str) -> Result<Url, ConfigError> {
+    acceptable_url(s).ok_or_else(|| ConfigError::InsecureUrl(s.to_owned()))
+}
+
+/// The HTTP client could not be built.
+fn client_error(e: FetchError) -> ConfigError {
+    ConfigError::HttpClient(e.to_string())
+}
