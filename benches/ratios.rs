@@ -18,7 +18,7 @@ fn main() {
         let fx = Fixture::new(&rt, alg);
         let runs: Vec<(Case, usize)> = Case::ALL
             .iter()
-            .chain(&[Case::HostileHeader, Case::PlainHeader])
+            .chain(&[Case::HostileHeader, Case::PlainHeader, Case::UnknownKid])
             .map(|&c| (c, 1))
             .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
@@ -54,6 +54,7 @@ fn main() {
             (Case::Jsonwebtoken, 1),
         );
         ratio("cold/cached", (Case::Cold, 1), (Case::Cached, 1));
+        ratio("unknown-kid/cold", (Case::UnknownKid, 1), (Case::Cold, 1));
         ratio(
             "hostile-header/plain",
             (Case::HostileHeader, 1),

@@ -14,7 +14,9 @@
 //! - `hostile-header` / `plain-header`: the layer without a cache, with a
 //!   token as large as the limit allows whose header is the costliest the
 //!   limits let through (32 members whose long names differ only at the
-//!   end), and one whose header is as long with a single member.
+//!   end), and one whose header is as long with a single member;
+//! - `unknown-kid`: a token whose `kid` the key set lacks, through the
+//!   slow path (the refresh a static set answers without I/O) to its 401.
 //!
 //! jwt-authorizer is measured on the same tokens by `benches/peer`, and
 //! `benches/ratios.rs` measures the ratios the targets name with the runs
@@ -34,7 +36,7 @@ fn validate(c: &mut Criterion) {
         for case in Case::ALL {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
-        for case in [Case::HostileHeader, Case::PlainHeader] {
+        for case in [Case::HostileHeader, Case::PlainHeader, Case::UnknownKid] {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
         for case in TWO_THREADS {

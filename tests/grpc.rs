@@ -530,6 +530,48 @@ async fn grpc_c_core_reads_every_refusal_and_its_challenge() {
     }
 }
 
+#[tokio::test]
+async fn the_layer_can_wrap_a_single_service_given_to_add_service() {
+    let idp = TestIssuer::start().await.unwrap();
+    let auth = BearerAuth::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .build()
+        .unwrap();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    // add_service needs NamedService, which the layers' services pass on.
+    let guarded = tower::Layer::layer(
+        &auth,
+        tower::Layer::layer(
+            &auth
+                .method_scopes()
+                .method(CHECK, tower_bearer::ScopePolicy::all(["read"])),
+            health,
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(guarded)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let status = client.check(check(None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let token = idp.token().scope("read").sign();
+    let res = client.check(check(Some(&token))).await.unwrap();
+    assert_eq!(res.into_inner().status(), ServingStatus::Serving);
+}
+
 #[test]
 fn auth_errors_become_tonic_statuses() {
     let s = tonic::Status::from(AuthError::InvalidToken(TokenError::Expired));
@@ -543,7 +585,7 @@ fn auth_errors_become_tonic_statuses() {
     assert_eq!(s.code(), Code::Unavailable);
     let req = tonic::Request::new(());
     assert_eq!(
-        tower_bearer::grpc::principal(&req).unwrap_err().code(),
+        tower_bearer::tonic::principal(&req).unwrap_err().code(),
         Code::Unauthenticated
     );
 }

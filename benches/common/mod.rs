@@ -46,6 +46,9 @@ pub struct Fixture {
     /// header within the limits, and a plain one of the same size.
     hostile_header: HeaderValue,
     plain_header: HeaderValue,
+    /// A pool-like token whose `kid` the key set lacks: refused after the
+    /// slow path's refresh, which a static set answers without I/O.
+    unknown_kid: HeaderValue,
     /// `POOL` distinct tokens.
     pool: Vec<String>,
     /// `Authorization` values for the pool's tokens. Requests share them,
@@ -82,6 +85,7 @@ impl Fixture {
             rt.block_on(uncached.validate(token)).unwrap();
         }
         let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
+        let unknown_kid = bearer(&realistic(&idp, POOL).header("kid", "rotated-away").sign());
         let pool: Vec<String> = (0..POOL).map(|i| mint(&idp, i)).collect();
         let values = pool
             .iter()
@@ -111,6 +115,7 @@ impl Fixture {
             uncached,
             hostile_header: bearer(&hostile),
             plain_header: bearer(&plain),
+            unknown_kid,
             pool,
             values,
             jwt_key,
@@ -198,14 +203,27 @@ pub fn call<S, B>(svc: &mut S, req: Request<()>)
 where
     S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
 {
+    call_expecting(svc, req, http::StatusCode::OK);
+}
+
+/// One request through `svc`; panics unless answered with `status`.
+fn call_expecting<S, B>(svc: &mut S, req: Request<()>, status: http::StatusCode)
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
     poll_once(std::future::poll_fn(|cx| svc.poll_ready(cx))).unwrap();
     let res = poll_once(svc.call(req)).unwrap();
-    assert!(res.status().is_success());
+    assert_eq!(res.status(), status);
 }
 
 /// A realistic access token, numbered `i`: about 1 KB with RS256, with the
 /// claims a Keycloak access token carries.
 fn mint(idp: &TestIssuer, i: usize) -> String {
+    realistic(idp, i).sign()
+}
+
+/// The token [`mint`] signs, still to be signed.
+fn realistic(idp: &TestIssuer, i: usize) -> tower_bearer::testing::TokenBuilder<'_> {
     idp.token()
         .scope("openid profile email documents:read documents:write")
         .claim("azp", "web-frontend")
@@ -221,7 +239,6 @@ fn mint(idp: &TestIssuer, i: usize) -> String {
         .claim("preferred_username", "alice.example")
         .claim("email", "alice@example.com")
         .expires_in(86_400)
-        .sign()
 }
 
 /// Two tokens as large as the default size limit allows, signed by the
@@ -323,12 +340,27 @@ fn timed(n: u64, mut f: impl FnMut(usize)) -> Duration {
 /// enough to stay in cache, as a request a server has just parsed is.
 const BATCH: u64 = 32;
 
-/// The time `requests` take through `svc`, on `threads` threads at once.
+/// The time `requests` take through `svc`, on `threads` threads at once,
+/// each let through.
 pub fn serve<S, B>(
     threads: usize,
     iters: u64,
     svc: impl Fn() -> S + Sync,
     requests: impl Fn(usize, u64) -> Vec<Request<()>> + Sync,
+) -> Duration
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+{
+    serve_expecting(threads, iters, svc, requests, http::StatusCode::OK)
+}
+
+/// [`serve`], each request answered with `status`.
+fn serve_expecting<S, B>(
+    threads: usize,
+    iters: u64,
+    svc: impl Fn() -> S + Sync,
+    requests: impl Fn(usize, u64) -> Vec<Request<()>> + Sync,
+    status: http::StatusCode,
 ) -> Duration
 where
     S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
@@ -343,7 +375,7 @@ where
                 left -= reqs.len() as u64;
                 let start = Instant::now();
                 for req in reqs {
-                    call(&mut svc, req);
+                    call_expecting(&mut svc, req, status);
                 }
                 busy += start.elapsed();
             }
@@ -373,6 +405,10 @@ pub enum Case {
     HostileHeader,
     /// The same with a header of the same size and one member.
     PlainHeader,
+    /// The cold validator with a token whose `kid` its set lacks: the
+    /// slow path (a refresh the static set answers at once, a second
+    /// lookup) and a 401, no fetch.
+    UnknownKid,
 }
 
 /// The cases also measured on two threads.
@@ -404,6 +440,7 @@ impl Case {
             Case::CachedPool => "cached-pool",
             Case::HostileHeader => "hostile-header",
             Case::PlainHeader => "plain-header",
+            Case::UnknownKid => "unknown-kid",
         }
     }
 }
@@ -420,6 +457,13 @@ impl Fixture {
                 move || timed(share, |i| drop(black_box(self.jsonwebtoken(i))))
             }),
             Case::Open => serve(threads, n, inner, requests),
+            Case::UnknownKid => serve_expecting(
+                threads,
+                n,
+                || self.layer(case),
+                requests,
+                http::StatusCode::UNAUTHORIZED,
+            ),
             _ => serve(threads, n, || self.layer(case), requests),
         }
     }
@@ -428,7 +472,7 @@ impl Fixture {
     /// or the caching one's.
     pub fn layer(&self, case: Case) -> tower_bearer::Bearer<Inner> {
         let auth = match case {
-            Case::Cold => &self.cold,
+            Case::Cold | Case::UnknownKid => &self.cold,
             Case::HostileHeader | Case::PlainHeader => &self.uncached,
             _ => &self.cached,
         };
@@ -452,6 +496,7 @@ impl Fixture {
             Case::Cold | Case::CachedPool => self.fresh_requests(n),
             Case::HostileHeader => with(&self.hostile_header),
             Case::PlainHeader => with(&self.plain_header),
+            Case::UnknownKid => with(&self.unknown_kid),
             _ => self.repeated_requests(t, n),
         }
     }
