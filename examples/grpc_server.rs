@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
-use tower_bearer::{BearerAuth, ScopePolicy};
+use tower_bearer::{BearerAuthLayer, ScopePolicy};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,7 +43,7 @@ async fn run() -> Result<(), String> {
     let audience = var("AUDIENCE").ok_or("AUDIENCE is required")?;
     let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:50051".into());
 
-    let mut builder = BearerAuth::builder().issuer(issuer).audience(audience);
+    let mut builder = BearerAuthLayer::builder().issuer(issuer).audience(audience);
     if let Some(jwks) = var("JWKS_URI") {
         builder = builder.jwks_uri(jwks);
     }

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, BearerAuth, Principal};
+use tower_bearer::{Algorithm, BearerAuthLayer, ClientId, ClientSecret, Principal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -46,10 +46,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     //    introspection configured it also takes opaque tokens, and routes
     //    that cannot accept the revocation window ask the issuer each time.
     let (client_id, client_secret) = TestIssuer::INTROSPECTION_CLIENT;
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience("documents-api")
-        .introspection(client_id, client_secret)
+        .introspection(ClientId::new(client_id), ClientSecret::new(client_secret))
         .build()?;
     let app = Router::new()
         .route(

@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tower_bearer::{BearerAuth, Principal};
+use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret, Principal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -45,7 +45,7 @@ async fn run() -> Result<(), String> {
     let issuer = var("ISSUER").ok_or("ISSUER is required")?;
     let audience = var("AUDIENCE").ok_or("AUDIENCE is required")?;
     let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
-    let mut builder = BearerAuth::builder().issuer(issuer).audience(audience);
+    let mut builder = BearerAuthLayer::builder().issuer(issuer).audience(audience);
     if let Some(jwks) = var("JWKS_URI") {
         builder = builder.jwks_uri(jwks);
     }
@@ -55,7 +55,7 @@ async fn run() -> Result<(), String> {
         let secret = var("INTROSPECTION_CLIENT_SECRET")
             .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
         builder = builder
-            .introspection(id, secret)
+            .introspection(ClientId::new(id), ClientSecret::new(secret))
             .introspection_endpoint(uri);
     }
     let auth = builder.build().map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! [`BearerAuth`]: the configured validator and the pipeline one request
+//! [`BearerAuthLayer`]: the configured validator and the pipeline one request
 //! goes through: the verified-token cache, then local validation with the
 //! keys at hand, and only if those lack something, a wait for keys or for
 //! introspection that resumes from what the fast path learned. Holds the
@@ -23,11 +23,11 @@ use crate::revocation::RevocationCheck;
 /// it in front of a service.
 ///
 /// Cheap to clone: clones share configuration and keys. Build one with
-/// [`BearerAuth::builder`]; see the [crate docs](crate) for an example.
+/// [`BearerAuthLayer::builder`]; see the [crate docs](crate) for an example.
 ///
 /// [`Layer`]: tower_layer::Layer
 #[derive(Clone)]
-pub struct BearerAuth {
+pub struct BearerAuthLayer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) optional: bool,
 }
@@ -44,16 +44,16 @@ pub(crate) struct Shared {
     signatures: AtomicU64,
 }
 
-impl std::fmt::Debug for BearerAuth {
+impl std::fmt::Debug for BearerAuthLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BearerAuth")
+        f.debug_struct("BearerAuthLayer")
             .field("issuer", &self.shared.config.issuer)
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
 }
 
-/// Counts of expensive work, from [`BearerAuth::stats`].
+/// Counts of expensive work, from [`BearerAuthLayer::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -78,7 +78,7 @@ pub(crate) enum Pending {
     Keys { jws: Parsed, seen: u64 },
 }
 
-impl BearerAuth {
+impl BearerAuthLayer {
     pub(crate) fn new(
         config: Config,
         keys: KeyStore,
@@ -257,7 +257,7 @@ impl Shared {
         }
     }
 
-    /// The whole pipeline, for [`BearerAuth::validate`]: each stage once.
+    /// The whole pipeline, for [`BearerAuthLayer::validate`]: each stage once.
     pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(verdict) = self.validate_cached(token.as_bytes()) {
             return verdict;

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use axum::{Router, routing::get};
 //! use serde::Deserialize;
-//! use tower_bearer::{BearerAuth, Principal, axum::Claims};
+//! use tower_bearer::{BearerAuthLayer, Principal, axum::Claims};
 //!
 //! #[derive(Deserialize)]
 //! struct MyClaims {
@@ -22,7 +22,7 @@
 //!     if p.is_some() { "signed in" } else { "anonymous" }
 //! }
 //!
-//! # fn app(auth: BearerAuth) -> Router {
+//! # fn app(auth: BearerAuthLayer) -> Router {
 //! Router::new()
 //!     .route("/me", get(me))
 //!     .route("/tenant", get(tenant))
@@ -31,7 +31,7 @@
 //! # }
 //! ```
 //!
-//! The extractors read what the [`BearerAuth`](crate::BearerAuth) layer
+//! The extractors read what the [`BearerAuthLayer`](crate::BearerAuthLayer) layer
 //! put into the request; without the layer they reject with 401.
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};

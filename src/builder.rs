@@ -11,7 +11,7 @@ use http::Response;
 use url::Url;
 
 use crate::alg::Algorithm;
-use crate::auth::BearerAuth;
+use crate::auth::BearerAuthLayer;
 use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
@@ -23,7 +23,7 @@ use crate::config::{
 };
 use crate::error::AuthError;
 use crate::fetch::{FetchError, acceptable_url};
-use crate::introspect::{ClientAuth, IntrospectionConfig, Introspector};
+use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
 use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
 use crate::revocation::{RevocationCheck, RevocationList};
 
@@ -114,14 +114,14 @@ fn human(d: Duration) -> String {
     }
 }
 
-impl BearerAuth {
+impl BearerAuthLayer {
     /// Starts a configuration. Issuer and audience are required.
     pub fn builder() -> Builder {
         Builder::default()
     }
 }
 
-/// Builds a [`BearerAuth`]. Start with [`BearerAuth::builder`].
+/// Builds a [`BearerAuthLayer`]. Start with [`BearerAuthLayer::builder`].
 ///
 /// Issuer and audience are required: a validator that accepts tokens from
 /// anyone, for anyone, is refused unless the opt-out is spelled out with an
@@ -148,7 +148,7 @@ pub struct Builder {
     max_token_age: Option<Duration>,
     token_cache: Option<(u64, Duration)>,
     /// Client id and secret; introspection is on when set.
-    introspection: Option<(String, String)>,
+    introspection: Option<(ClientId, ClientSecret)>,
     introspection_endpoint: Option<String>,
     introspection_auth: ClientAuth,
     /// `max_age` and `active_check_max_age`.
@@ -334,13 +334,21 @@ impl Builder {
         self
     }
 
-    /// How long a fetched JWK set stays fresh: the response's
-    /// `Cache-Control: max-age` (minus `Age`) clamped to `[min, max]`, or
-    /// `default` when it gives none. The set is refreshed in the background
-    /// at 80–100 % of that time. Defaults: 10 min, [60 s, 24 h]; each at
-    /// most [`MAX_LIFETIME`].
-    pub fn jwks_max_age(mut self, default: Duration, min: Duration, max: Duration) -> Self {
-        self.jwks_max_age = (default, min, max);
+    /// How long a fetched JWK set stays fresh when the response gives no
+    /// `Cache-Control: max-age`. The set is refreshed in the background at
+    /// 80–100 % of its freshness. Default: 10 min; at most
+    /// [`MAX_LIFETIME`].
+    pub fn jwks_max_age(mut self, when_unspecified: Duration) -> Self {
+        self.jwks_max_age.0 = when_unspecified;
+        self
+    }
+
+    /// The range the response's `max-age` (minus `Age`) is clamped to.
+    /// Default: `60 s..=24 h`; each end at most [`MAX_LIFETIME`].
+    pub fn jwks_max_age_range(mut self, range: std::ops::RangeInclusive<Duration>) -> Self {
+        let (min, max) = range.into_inner();
+        self.jwks_max_age.1 = min;
+        self.jwks_max_age.2 = max;
         self
     }
 
@@ -386,16 +394,19 @@ impl Builder {
 
     /// Enables RFC 7662 introspection with these client credentials: for
     /// opaque tokens (anything that is not a three-part JWS), and for
-    /// [`BearerAuth::require_active`] routes. The endpoint comes from the
+    /// [`BearerAuthLayer::require_active`] routes. The endpoint comes from the
     /// discovery document (`introspection_endpoint`) unless
     /// [`introspection_endpoint`](Self::introspection_endpoint) is given.
     /// Without introspection, an opaque token is `invalid_token`.
-    pub fn introspection(
-        mut self,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
-        self.introspection = Some((client_id.into(), client_secret.into()));
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret};
+    /// let builder = BearerAuthLayer::builder()
+    ///     .introspection(ClientId::new("orders-api"), ClientSecret::new("s3cret"));
+    /// # let _ = builder;
+    /// ```
+    pub fn introspection(mut self, client_id: ClientId, client_secret: ClientSecret) -> Self {
+        self.introspection = Some((client_id, client_secret));
         self
     }
 
@@ -412,16 +423,19 @@ impl Builder {
         self
     }
 
-    /// How long introspection answers are reused: `max_age` for opaque
-    /// tokens (default 60 s), `active_check_max_age` on `require_active`
-    /// routes (default 5 s). Never past the token's `exp`; inactive answers
-    /// for 10 s. Each at most [`MAX_LIFETIME`].
-    pub fn introspection_cache(
-        mut self,
-        max_age: Duration,
-        active_check_max_age: Duration,
-    ) -> Self {
-        self.introspection_max_age = (max_age, active_check_max_age);
+    /// How long an active introspection answer is reused for opaque
+    /// tokens. Never past the token's `exp`; inactive answers for 10 s.
+    /// Default: 60 s; at most [`MAX_LIFETIME`].
+    pub fn introspection_max_age(mut self, max_age: Duration) -> Self {
+        self.introspection_max_age.0 = max_age;
+        self
+    }
+
+    /// How long an active introspection answer is reused on
+    /// [`require_active`](BearerAuthLayer::require_active) routes. Default:
+    /// 5 s; at most [`MAX_LIFETIME`].
+    pub fn active_check_max_age(mut self, max_age: Duration) -> Self {
+        self.introspection_max_age.1 = max_age;
         self
     }
 
@@ -480,8 +494,8 @@ impl Builder {
     /// Keys are not fetched here: the first request that needs them fetches
     /// them (all requests arriving meanwhile share that one fetch), so a
     /// service can start while its issuer is briefly unreachable. Call
-    /// [`BearerAuth::prefetch_keys`] at start-up to fail fast instead.
-    pub fn build(self) -> Result<BearerAuth, ConfigError> {
+    /// [`BearerAuthLayer::prefetch_keys`] at start-up to fail fast instead.
+    pub fn build(self) -> Result<BearerAuthLayer, ConfigError> {
         self.check_durations()?;
         self.check_limits()?;
         self.check_realm()?;
@@ -513,7 +527,7 @@ impl Builder {
             cookie: self.cookie.map(Box::from),
             responder: self.responder,
         };
-        Ok(BearerAuth::new(
+        Ok(BearerAuthLayer::new(
             config,
             keys,
             cache,
@@ -546,7 +560,7 @@ impl Builder {
         }
         let (_, min_max_age, max_max_age) = self.jwks_max_age;
         if min_max_age > max_max_age {
-            return Err(ConfigError::InvalidLimit("jwks_max_age min <= max"));
+            return Err(ConfigError::InvalidLimit("jwks_max_age_range start <= end"));
         }
         if self
             .scope_claims
@@ -696,7 +710,7 @@ impl Builder {
         let Some((client_id, client_secret)) = &self.introspection else {
             if self.introspection_endpoint.is_some() {
                 return Err(ConfigError::Introspection(
-                    "introspection_endpoint needs introspection(client_id, secret)",
+                    "introspection_endpoint needs introspection(client_id, client_secret)",
                 ));
             }
             return Ok(None);
@@ -706,8 +720,8 @@ impl Builder {
         }
         let (max_age, active_check_max_age) = self.introspection_max_age;
         let config = IntrospectionConfig {
-            client_id: client_id.clone(),
-            client_secret: client_secret.clone(),
+            client_id: client_id.0.clone(),
+            client_secret: client_secret.0.clone(),
             endpoint: self
                 .introspection_endpoint
                 .as_deref()
@@ -781,17 +795,13 @@ impl Builder {
             (self.leeway, "leeway", MAX_LEEWAY),
             (self.fetch_timeout, "fetch_timeout", MAX_FETCH_TIMEOUT),
             (self.refetch_cooldown, "refetch_cooldown", MAX_LIFETIME),
-            (jwks_default, "jwks_max_age (default)", MAX_LIFETIME),
-            (jwks_min, "jwks_max_age (min)", MAX_LIFETIME),
-            (jwks_max, "jwks_max_age (max)", MAX_LIFETIME),
+            (jwks_default, "jwks_max_age", MAX_LIFETIME),
+            (jwks_min, "jwks_max_age_range (start)", MAX_LIFETIME),
+            (jwks_max, "jwks_max_age_range (end)", MAX_LIFETIME),
             (self.max_stale, "max_stale", MAX_LIFETIME),
             (token_ttl, "token_cache (max_ttl)", MAX_LIFETIME),
-            (intro_max_age, "introspection_cache (max_age)", MAX_LIFETIME),
-            (
-                intro_active,
-                "introspection_cache (active_check_max_age)",
-                MAX_LIFETIME,
-            ),
+            (intro_max_age, "introspection_max_age", MAX_LIFETIME),
+            (intro_active, "active_check_max_age", MAX_LIFETIME),
         ] {
             if value > max {
                 return Err(ConfigError::TooLong { setting, max });

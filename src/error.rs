@@ -26,7 +26,7 @@ pub enum AuthError {
     InvalidToken(TokenError),
     /// The token is valid but lacks scopes this route needs: 403
     /// `insufficient_scope`.
-    InsufficientScope(ScopeRequirement),
+    InsufficientScope(ScopePolicy),
     /// The token cannot be checked right now — the issuer's keys could not
     /// be fetched, or the introspection endpoint did not answer: 503 with
     /// `Retry-After`. Never turned into a success.
@@ -99,14 +99,58 @@ pub enum TokenError {
     WrongAudience,
 }
 
-/// The scopes a route asked for, carried by
-/// [`AuthError::InsufficientScope`].
+/// Scopes a route requires: all of a list, or any one of it. Route layers
+/// check it; [`AuthError::InsufficientScope`] carries it, and its
+/// challenge names the scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeRequirement {
-    /// The scopes the route names.
-    pub scopes: Arc<[Box<str>]>,
-    /// `true` when any one of them suffices, `false` when all are needed.
-    pub any_of: bool,
+pub struct ScopePolicy {
+    scopes: Arc<[Box<str>]>,
+    any_of: bool,
+}
+
+impl ScopePolicy {
+    /// Every one of `scopes` is required.
+    pub fn all<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, false)
+    }
+
+    /// At least one of `scopes` is required.
+    pub fn any<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(scopes, true)
+    }
+
+    fn new<I, S>(scopes: I, any_of: bool) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            scopes: scopes
+                .into_iter()
+                .map(|s| s.into().into_boxed_str())
+                .collect(),
+            any_of,
+        }
+    }
+
+    /// The scopes the policy names.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(|s| &**s)
+    }
+
+    /// `true` when any one of the scopes suffices, `false` when all are
+    /// needed.
+    pub fn is_any_of(&self) -> bool {
+        self.any_of
+    }
 }
 
 /// How a refusal is answered: as HTTP (RFC 6750), or as gRPC.

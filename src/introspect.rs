@@ -2,7 +2,7 @@
 //!
 //! Used for opaque tokens (anything that is not a three-part JWS) when
 //! introspection is configured, and for routes behind
-//! [`BearerAuth::require_active`](crate::BearerAuth::require_active), which
+//! [`BearerAuthLayer::require_active`](crate::BearerAuthLayer::require_active), which
 //! cannot accept the revocation window of a locally validated JWT.
 //!
 //! Answers are cached by the SHA-256 digest of the token (never the token
@@ -27,6 +27,36 @@ use crate::config::Config;
 use crate::error::{AuthError, TokenError};
 use crate::fetch::{FetchError, Fetcher};
 use crate::jwt::{self, claims::Principal};
+
+/// The resource server's client id at the authorization server, for
+/// introspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(pub(crate) String);
+
+impl ClientId {
+    /// A client id, as registered at the authorization server.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+}
+
+/// The resource server's client secret, for introspection. Its `Debug`
+/// output does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(pub(crate) String);
+
+impl ClientSecret {
+    /// A client secret, as issued by the authorization server.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret(..)")
+    }
+}
 
 /// How the resource server authenticates to the introspection endpoint
 /// (RFC 6749 §2.3.1).

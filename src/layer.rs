@@ -18,34 +18,34 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::{BearerAuth, Quick, Shared};
+use crate::auth::{BearerAuthLayer, Quick, Shared};
 use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
 use crate::token;
 
-impl<S> Layer<S> for BearerAuth {
-    type Service = Bearer<S>;
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Bearer {
+        BearerAuth {
             inner,
             auth: self.clone(),
         }
     }
 }
 
-/// The service made by the [`BearerAuth`] layer: authenticates each
+/// The service made by the [`BearerAuthLayer`] layer: authenticates each
 /// request, puts the [`Principal`] into its extensions, and answers
 /// failures itself (RFC 6750).
 #[derive(Clone, Debug)]
-pub struct Bearer<S> {
+pub struct BearerAuth<S> {
     inner: S,
-    auth: BearerAuth,
+    auth: BearerAuthLayer,
 }
 
 pub(crate) type Validation = Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send>>;
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Bearer<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
@@ -102,8 +102,8 @@ where
 }
 
 pin_project! {
-    /// The response future of [`Bearer`] and
-    /// [`RequireScopes`](crate::RequireScopes).
+    /// The response future of [`BearerAuth`] and
+    /// [`RequireScopesLayer`](crate::RequireScopesLayer).
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,

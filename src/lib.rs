@@ -11,9 +11,9 @@
 //! # #[cfg(feature = "axum")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use axum::{Router, routing::get};
-//! use tower_bearer::{BearerAuth, Principal};
+//! use tower_bearer::{BearerAuthLayer, Principal};
 //!
-//! let auth = BearerAuth::builder()
+//! let auth = BearerAuthLayer::builder()
 //!     .issuer("https://login.example.com/realms/acme")
 //!     .audience("orders-api")
 //!     .build()?;
@@ -76,7 +76,7 @@ pub mod tonic;
 struct ReadmeDoctests;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use auth::{BearerAuth, Stats};
+pub use auth::{BearerAuthLayer, Stats};
 pub use builder::{Builder, ConfigError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
@@ -86,16 +86,13 @@ pub use config::{
     DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT, MAX_JWKS_MAX_AGE, MAX_LEEWAY,
     MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
-pub use error::{AuthError, RequestError, ScopeRequirement, TokenError};
+pub use error::{AuthError, RequestError, ScopePolicy, TokenError};
 pub use fetch::FetchError;
-pub use introspect::ClientAuth;
+pub use introspect::{ClientAuth, ClientId, ClientSecret};
 pub use jwks::{JwksError, KeyHealth};
-pub use jwt::claims::{Claims, Principal, Scopes};
-pub use layer::{Bearer, ResponseBody, ResponseFuture};
-pub use policy::{
-    MethodScopes, MethodScopesService, RequireActive, RequireActiveService, RequireScopes,
-    RequireScopesService, ScopePolicy,
-};
+pub use jwt::claims::{Principal, RegisteredClaims, Scopes};
+pub use layer::{BearerAuth, ResponseBody, ResponseFuture};
+pub use policy::{RequireActive, RequireActiveLayer, RequireScopes, RequireScopesLayer};
 pub use revocation::{RevocationCheck, RevocationList, Revoke};
 
 // Hooks for conformance vectors and fuzzers: the exact stages the layer

@@ -1,7 +1,7 @@
 //! Scope requirements per route: a [`ScopePolicy`] and the
-//! [`RequireScopes`] layer that enforces it after [`BearerAuth`].
+//! [`RequireScopesLayer`] layer that enforces it after [`BearerAuthLayer`].
 //!
-//! [`BearerAuth`]: crate::BearerAuth
+//! [`BearerAuthLayer`]: crate::BearerAuthLayer
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,133 +10,83 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::{BearerAuth, Shared};
+use crate::auth::{BearerAuthLayer, Shared};
 use crate::builder::ConfigError;
-use crate::error::{AuthError, Protocol, ScopeRequirement};
+use crate::error::{AuthError, Protocol, ScopePolicy};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
 
-/// Scopes a route requires: all of a list, or any one of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopePolicy(ScopeRequirement);
-
 impl ScopePolicy {
-    /// Every one of `scopes` is required.
-    pub fn all<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self::new(scopes, false)
-    }
-
-    /// At least one of `scopes` is required.
-    pub fn any<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        Self::new(scopes, true)
-    }
-
-    fn new<I, S>(scopes: I, any_of: bool) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let scopes: Vec<Box<str>> = scopes
-            .into_iter()
-            .map(|s| s.into().into_boxed_str())
-            .collect();
-        Self(ScopeRequirement {
-            scopes: scopes.into(),
-            any_of,
-        })
-    }
-
     /// Checks a principal (or its absence) against the policy.
     pub fn check(&self, principal: Option<&Principal>) -> Result<(), AuthError> {
         let principal = principal.ok_or(AuthError::MissingToken)?;
-        let scopes = principal.scopes();
-        let ok = if self.0.any_of {
-            self.0.scopes.iter().any(|s| scopes.contains(s))
+        let granted = principal.scopes();
+        let ok = if self.is_any_of() {
+            self.scopes().any(|s| granted.contains(s))
         } else {
-            self.0.scopes.iter().all(|s| scopes.contains(s))
+            self.scopes().all(|s| granted.contains(s))
         };
         if ok {
             Ok(())
         } else {
-            Err(AuthError::InsufficientScope(self.0.clone()))
+            Err(AuthError::InsufficientScope(self.clone()))
         }
     }
 }
 
-/// A layer that refuses requests whose [`Principal`] lacks the scopes of a
-/// [`ScopePolicy`]: 403 `insufficient_scope`, or 401 when the request was
-/// not authenticated at all. It is a [`MethodScopes`] whose fallback policy
-/// applies to every path. Put it behind [`BearerAuth`](crate::BearerAuth),
-/// e.g. with axum's `route_layer`; build it with
-/// [`BearerAuth::require_all`](crate::BearerAuth::require_all) /
-/// [`require_any`](crate::BearerAuth::require_any), or with
-/// [`MethodScopes::policy`] for default error responses.
-pub type RequireScopes = MethodScopes;
-
-/// The service made by [`RequireScopes`].
-pub type RequireScopesService<S> = MethodScopesService<S>;
-
 /// A route layer that checks every request's token with the authorization
 /// server (RFC 7662 introspection), for routes that cannot accept the
 /// revocation window of a locally validated JWT. Made by
-/// [`BearerAuth::require_active`](crate::BearerAuth::require_active); put
-/// it behind [`BearerAuth`](crate::BearerAuth).
+/// [`BearerAuthLayer::require_active`](crate::BearerAuthLayer::require_active); put
+/// it behind [`BearerAuthLayer`](crate::BearerAuthLayer).
 ///
 /// A token the server reports inactive gets 401 `invalid_token`; an
 /// endpoint that does not answer gets 503 with `Retry-After`.
 #[derive(Clone)]
-pub struct RequireActive {
+pub struct RequireActiveLayer {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for RequireActive {
+impl std::fmt::Debug for RequireActiveLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireActive").finish_non_exhaustive()
+        f.debug_struct("RequireActiveLayer").finish_non_exhaustive()
     }
 }
 
-impl RequireActive {
+impl RequireActiveLayer {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
 }
 
-impl<S> Layer<S> for RequireActive {
-    type Service = RequireActiveService<S>;
+impl<S> Layer<S> for RequireActiveLayer {
+    type Service = RequireActive<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequireActiveService {
+        RequireActive {
             inner,
             shared: self.shared.clone(),
         }
     }
 }
 
-/// The service made by [`RequireActive`].
+/// The service made by [`RequireActiveLayer`].
 #[derive(Clone)]
-pub struct RequireActiveService<S> {
+pub struct RequireActive<S> {
     inner: S,
     shared: Arc<Shared>,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for RequireActiveService<S> {
+impl<S: std::fmt::Debug> std::fmt::Debug for RequireActive<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequireActiveService")
+        f.debug_struct("RequireActive")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireActiveService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireActive<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
@@ -173,12 +123,12 @@ where
 }
 
 /// The route layers a validator makes, with its realm and error hook.
-impl BearerAuth {
+impl BearerAuthLayer {
     /// A route layer that requires every one of `scopes`.
     ///
     /// Use it with axum's `route_layer` behind this layer. Errors are
     /// answered with this validator's realm and error hook.
-    pub fn require_all<I, S>(&self, scopes: I) -> RequireScopes
+    pub fn require_all<I, S>(&self, scopes: I) -> RequireScopesLayer
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -187,7 +137,7 @@ impl BearerAuth {
     }
 
     /// A route layer that requires at least one of `scopes`.
-    pub fn require_any<I, S>(&self, scopes: I) -> RequireScopes
+    pub fn require_any<I, S>(&self, scopes: I) -> RequireScopesLayer
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -199,7 +149,7 @@ impl BearerAuth {
     /// behind this layer; errors use this validator's realm and hook.
     ///
     /// ```
-    /// # fn f(auth: tower_bearer::BearerAuth) {
+    /// # fn f(auth: tower_bearer::BearerAuthLayer) {
     /// use tower_bearer::ScopePolicy;
     /// let policies = auth
     ///     .method_scopes()
@@ -208,25 +158,25 @@ impl BearerAuth {
     ///     .service("acme.orders.v1.Orders", ScopePolicy::any(["orders:read", "orders:admin"]));
     /// # let _ = policies; }
     /// ```
-    pub fn method_scopes(&self) -> MethodScopes {
-        MethodScopes::new(Some(self.shared.clone()))
+    pub fn method_scopes(&self) -> RequireScopesLayer {
+        RequireScopesLayer::new(Some(self.shared.clone()))
     }
 
     /// A route layer for routes that cannot accept the revocation window:
     /// every request is checked with the authorization server through
     /// introspection, even when its JWT validated locally (answers are
     /// reused for a few seconds, 5 s by default; see
-    /// [`Builder::introspection_cache`](crate::Builder::introspection_cache)).
+    /// [`Builder::active_check_max_age`](crate::Builder::active_check_max_age)).
     /// Put it behind this layer with axum's `route_layer`.
     ///
     /// Fails when introspection is not configured.
-    pub fn require_active(&self) -> Result<RequireActive, ConfigError> {
+    pub fn require_active(&self) -> Result<RequireActiveLayer, ConfigError> {
         if !self.has_introspection() {
             return Err(ConfigError::Introspection(
                 "require_active needs introspection(client_id, secret) on the builder",
             ));
         }
-        Ok(RequireActive::new(self.shared.clone()))
+        Ok(RequireActiveLayer::new(self.shared.clone()))
     }
 }
 
@@ -245,26 +195,33 @@ where
     }
 }
 
-/// Scope requirements per gRPC method: a declarative map from method path
-/// (`/package.Service/Method`) to a [`ScopePolicy`], with per-service
-/// defaults and an optional fallback. Works on any request path, so it can
-/// also guard plain HTTP routes by path. Put it behind
-/// [`BearerAuth`](crate::BearerAuth); build it with
-/// [`BearerAuth::method_scopes`](crate::BearerAuth::method_scopes).
+/// A layer that refuses requests whose [`Principal`] lacks the scopes a
+/// route needs: 403 `insufficient_scope`, or 401 when the request was not
+/// authenticated at all. Put it behind
+/// [`BearerAuthLayer`](crate::BearerAuthLayer), e.g. with axum's
+/// `route_layer`.
 ///
-/// A method with no entry, no service default and no fallback needs only a
-/// valid token.
+/// One policy for every request comes from
+/// [`BearerAuthLayer::require_all`](crate::BearerAuthLayer::require_all) or
+/// [`require_any`](crate::BearerAuthLayer::require_any). Scopes per gRPC
+/// method come from
+/// [`BearerAuthLayer::method_scopes`](crate::BearerAuthLayer::method_scopes):
+/// a map from method path (`/package.Service/Method`) to a [`ScopePolicy`],
+/// with per-service defaults and a fallback; it works on any request path,
+/// so it can also guard plain HTTP routes by path. A method with no entry,
+/// no service default and no fallback needs only a valid token.
+/// [`RequireScopesLayer::policy`] makes one with default error responses.
 #[derive(Clone, Default)]
-pub struct MethodScopes {
+pub struct RequireScopesLayer {
     methods: Arc<std::collections::HashMap<String, ScopePolicy>>,
     services: Arc<std::collections::HashMap<String, ScopePolicy>>,
     fallback: Option<Arc<ScopePolicy>>,
     shared: Option<Arc<Shared>>,
 }
 
-impl std::fmt::Debug for MethodScopes {
+impl std::fmt::Debug for RequireScopesLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MethodScopes")
+        f.debug_struct("RequireScopesLayer")
             .field("methods", &self.methods)
             .field("services", &self.services)
             .field("fallback", &self.fallback)
@@ -272,7 +229,7 @@ impl std::fmt::Debug for MethodScopes {
     }
 }
 
-impl MethodScopes {
+impl RequireScopesLayer {
     pub(crate) fn new(shared: Option<Arc<Shared>>) -> Self {
         Self {
             shared,
@@ -318,25 +275,25 @@ impl MethodScopes {
     }
 }
 
-impl<S> Layer<S> for MethodScopes {
-    type Service = MethodScopesService<S>;
+impl<S> Layer<S> for RequireScopesLayer {
+    type Service = RequireScopes<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MethodScopesService {
+        RequireScopes {
             inner,
             layer: self.clone(),
         }
     }
 }
 
-/// The service made by [`MethodScopes`].
+/// The service made by [`RequireScopesLayer`].
 #[derive(Clone, Debug)]
-pub struct MethodScopesService<S> {
+pub struct RequireScopes<S> {
     inner: S,
-    layer: MethodScopes,
+    layer: RequireScopesLayer,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for MethodScopesService<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopes<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {

@@ -38,10 +38,10 @@ pub enum Revoke {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use tower_bearer::{BearerAuth, RevocationList, Revoke};
+/// use tower_bearer::{BearerAuthLayer, RevocationList, Revoke};
 ///
 /// let revoked = RevocationList::new();
-/// let auth = BearerAuth::builder()
+/// let auth = BearerAuthLayer::builder()
 ///     .issuer("https://idp.example")
 ///     .audience("api")
 ///     .revocation(revoked.clone())

@@ -6,10 +6,10 @@
 //!
 //! ```no_run
 //! # async fn t() -> Result<(), Box<dyn std::error::Error>> {
-//! use tower_bearer::{BearerAuth, testing::TestIssuer};
+//! use tower_bearer::{BearerAuthLayer, testing::TestIssuer};
 //!
 //! let idp = TestIssuer::start().await?;
-//! let auth = BearerAuth::builder().issuer(idp.issuer()).audience(idp.audience()).build()?;
+//! let auth = BearerAuthLayer::builder().issuer(idp.issuer()).audience(idp.audience()).build()?;
 //! let token = idp.token().scope("read").sign();
 //! let principal = auth.validate(&token).await?;
 //! assert!(principal.has_scope("read"));

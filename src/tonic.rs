@@ -1,20 +1,20 @@
 //! tonic support (feature `tonic`).
 //!
-//! The [`BearerAuth`](crate::BearerAuth) layer needs nothing from tonic:
+//! The [`BearerAuthLayer`](crate::BearerAuthLayer) layer needs nothing from tonic:
 //! put it in front of a tonic server and it recognises gRPC requests
 //! (`content-type: application/grpc…`) and answers their failures as gRPC
 //! does — HTTP 200, trailers-only, `grpc-status` 16 `UNAUTHENTICATED` for
 //! missing or invalid tokens and 7 `PERMISSION_DENIED` for missing scopes,
 //! a `grpc-message` saying why (never the token) and the RFC 6750
 //! challenge as `www-authenticate` metadata. Per-method scopes come from
-//! [`BearerAuth::method_scopes`](crate::BearerAuth::method_scopes).
+//! [`BearerAuthLayer::method_scopes`](crate::BearerAuthLayer::method_scopes).
 //!
 //! ```no_run
 //! use tonic::transport::Server;
-//! use tower_bearer::{BearerAuth, ScopePolicy};
+//! use tower_bearer::{BearerAuthLayer, ScopePolicy};
 //!
 //! # async fn run(health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<(), Box<dyn std::error::Error>> {
-//! let auth = BearerAuth::builder()
+//! let auth = BearerAuthLayer::builder()
 //!     .issuer("https://login.example.com/realms/acme")
 //!     .audience("health-api")
 //!     .build()?;
@@ -39,8 +39,8 @@ use tonic::server::NamedService;
 
 use crate::error::AuthError;
 use crate::jwt::claims::Principal;
-use crate::layer::Bearer;
-use crate::policy::{MethodScopesService, RequireActiveService};
+use crate::layer::BearerAuth;
+use crate::policy::{RequireActive, RequireScopes};
 
 /// The verified principal of a request that passed the layer.
 ///
@@ -76,14 +76,14 @@ impl From<AuthError> for tonic::Status {
     }
 }
 
-impl<S: NamedService> NamedService for Bearer<S> {
+impl<S: NamedService> NamedService for BearerAuth<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S: NamedService> NamedService for MethodScopesService<S> {
+impl<S: NamedService> NamedService for RequireScopes<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S: NamedService> NamedService for RequireActiveService<S> {
+impl<S: NamedService> NamedService for RequireActive<S> {
     const NAME: &'static str = S::NAME;
 }

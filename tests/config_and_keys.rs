@@ -6,22 +6,26 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tower_bearer::testing::TestIssuer;
 use tower_bearer::{
-    Algorithm, BearerAuth, ConfigError, JwksError, KeySet, Limits, MAX_LEEWAY, MAX_LIFETIME,
+    Algorithm, BearerAuthLayer, ClientId, ClientSecret, ConfigError, JwksError, KeySet, Limits,
+    MAX_LEEWAY, MAX_LIFETIME,
 };
 
 fn base() -> tower_bearer::Builder {
-    BearerAuth::builder()
+    BearerAuthLayer::builder()
         .issuer("https://idp.example")
         .audience("api")
 }
 
 #[test]
 fn issuer_and_audience_are_required_unless_explicitly_skipped() {
-    let e = BearerAuth::builder().audience("api").build().unwrap_err();
+    let e = BearerAuthLayer::builder()
+        .audience("api")
+        .build()
+        .unwrap_err();
     assert_eq!(e, ConfigError::MissingIssuer);
     assert!(e.to_string().contains("insecure_skip_issuer_check"));
     assert_eq!(
-        BearerAuth::builder()
+        BearerAuthLayer::builder()
             .issuer("https://idp.example")
             .build()
             .unwrap_err(),
@@ -32,7 +36,7 @@ fn issuer_and_audience_are_required_unless_explicitly_skipped() {
         ConfigError::EmptyValue("audience")
     );
     assert_eq!(
-        BearerAuth::builder()
+        BearerAuthLayer::builder()
             .issuer("")
             .audience("a")
             .build()
@@ -40,14 +44,14 @@ fn issuer_and_audience_are_required_unless_explicitly_skipped() {
         ConfigError::EmptyValue("issuer")
     );
     // Skipping the issuer check leaves nothing to discover keys from.
-    let e = BearerAuth::builder()
+    let e = BearerAuthLayer::builder()
         .insecure_skip_issuer_check()
         .audience("a")
         .build()
         .unwrap_err();
     assert_eq!(e, ConfigError::NoKeySource);
     assert!(
-        BearerAuth::builder()
+        BearerAuthLayer::builder()
             .insecure_skip_issuer_check()
             .insecure_skip_audience_check()
             .jwks_uri("https://idp.example/jwks")
@@ -65,7 +69,7 @@ fn urls_must_be_https_unless_loopback() {
         "http://10.0.0.1",
         "http://localhost.evil.example",
     ] {
-        let e = BearerAuth::builder()
+        let e = BearerAuthLayer::builder()
             .issuer(bad)
             .audience("a")
             .build()
@@ -80,7 +84,7 @@ fn urls_must_be_https_unless_loopback() {
         "http://127.9.9.9",
     ] {
         assert!(
-            BearerAuth::builder()
+            BearerAuthLayer::builder()
                 .issuer(good)
                 .audience("a")
                 .build()
@@ -184,7 +188,7 @@ fn other_nonsense_is_refused() {
 #[test]
 fn durations_past_their_bounds_are_refused_naming_the_bound() {
     let centuries = Duration::from_secs(500 * 365 * 24 * 3600);
-    let (d, s) = (Duration::from_secs(600), Duration::from_secs(5));
+    let d = Duration::from_secs(600);
     let cases = [
         (
             base().token_cache(10, centuries),
@@ -193,23 +197,23 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
         ),
         (
             base()
-                .introspection("rs", "secret")
-                .introspection_cache(Duration::MAX, s),
-            "introspection_cache (max_age)",
+                .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
+                .introspection_max_age(Duration::MAX),
+            "introspection_max_age",
             "365 days",
         ),
         // The order of the setters does not matter.
         (
             base()
-                .introspection_cache(s, Duration::MAX)
-                .introspection("rs", "secret"),
-            "introspection_cache (active_check_max_age)",
+                .active_check_max_age(Duration::MAX)
+                .introspection(ClientId::new("rs"), ClientSecret::new("secret")),
+            "active_check_max_age",
             "365 days",
         ),
         (base().max_stale(Duration::MAX), "max_stale", "365 days"),
         (
-            base().jwks_max_age(d, d, Duration::MAX),
-            "jwks_max_age (max)",
+            base().jwks_max_age_range(d..=Duration::MAX),
+            "jwks_max_age_range (end)",
             "365 days",
         ),
         (base().leeway(Duration::MAX), "leeway", "10 min"),
@@ -242,7 +246,8 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
             .leeway(MAX_LEEWAY)
             .max_stale(MAX_LIFETIME)
             .token_cache(10, MAX_LIFETIME)
-            .jwks_max_age(MAX_LIFETIME, MAX_LIFETIME, MAX_LIFETIME)
+            .jwks_max_age(MAX_LIFETIME)
+            .jwks_max_age_range(MAX_LIFETIME..=MAX_LIFETIME)
             .build()
             .is_ok(),
         "the bounds themselves are accepted"
@@ -253,7 +258,7 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
     );
     assert_eq!(
         base()
-            .introspection("rs", "secret")
+            .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
             .introspection_concurrency(0)
             .build()
             .unwrap_err(),

@@ -12,7 +12,9 @@ use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{AuthError, BearerAuth, ManualClock, Principal, RequireScopes, ScopePolicy};
+use tower_bearer::{
+    AuthError, BearerAuthLayer, ManualClock, Principal, RequireScopesLayer, ScopePolicy,
+};
 
 struct Answer {
     status: StatusCode,
@@ -47,7 +49,7 @@ async fn send(app: &Router, req: Request<Body>) -> Answer {
     }
 }
 
-fn app(auth: &BearerAuth) -> Router {
+fn app(auth: &BearerAuthLayer) -> Router {
     Router::new()
         .route(
             "/me",
@@ -68,9 +70,9 @@ fn app(auth: &BearerAuth) -> Router {
         .layer(auth.clone())
 }
 
-async fn setup() -> (TestIssuer, BearerAuth) {
+async fn setup() -> (TestIssuer, BearerAuthLayer) {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .build()
@@ -93,7 +95,7 @@ async fn no_credentials_get_a_bare_bearer_challenge() {
 #[tokio::test]
 async fn a_realm_is_named_in_every_challenge() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .realm("docs")
@@ -355,7 +357,7 @@ async fn optional_mode_lets_anonymous_requests_through_but_not_bad_tokens() {
 #[tokio::test]
 async fn tokens_can_come_from_a_configured_cookie() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .token_cookie("access_token")
@@ -374,7 +376,7 @@ async fn tokens_can_come_from_a_configured_cookie() {
 #[tokio::test]
 async fn the_error_hook_can_rewrite_responses() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .on_error(|err: &AuthError, mut res| {
@@ -406,7 +408,7 @@ async fn the_error_hook_can_rewrite_responses() {
 async fn a_standalone_scope_layer_without_auth_refuses_with_401() {
     let app = Router::new()
         .route("/", get(|| async { "x" }))
-        .layer(RequireScopes::policy(ScopePolicy::all(["read"])));
+        .layer(RequireScopesLayer::policy(ScopePolicy::all(["read"])));
     let a = call(&app, "/", &[]).await;
     assert_eq!(
         (a.status, a.challenge.as_deref()),
@@ -423,7 +425,7 @@ async fn an_unreachable_issuer_answers_503_and_never_lets_a_token_through() {
         .unwrap()
         .port();
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(format!("http://127.0.0.1:{port}"))
         .audience(idp.audience())
         .build()
@@ -448,7 +450,7 @@ async fn retry_after_tells_when_the_next_fetch_may_happen() {
         .port();
     let clock = ManualClock::now();
     let issuer = format!("http://127.0.0.1:{port}");
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(&issuer)
         .audience("api")
         .clock(clock.clone())
@@ -493,7 +495,7 @@ async fn shared_secret_tokens_work_before_and_without_a_jwks_fetch() {
         .port();
     let issuer = format!("http://127.0.0.1:{port}");
     let secret = [9u8; 32];
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(&issuer)
         .audience("api")
         .shared_secret(tower_bearer::Algorithm::HS256, secret.to_vec())

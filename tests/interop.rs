@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tower_bearer::{Algorithm, AuthError, BearerAuth, TokenError};
+use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, ClientId, ClientSecret, TokenError};
 
 const RESOURCES: [(&str, Algorithm); 4] = [
     ("urn:tower-bearer:rs256", Algorithm::RS256),
@@ -133,8 +133,8 @@ fn rand_suffix() -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn validator(idp: &Idp) -> BearerAuth {
-    let mut b = BearerAuth::builder().issuer(&idp.issuer);
+fn validator(idp: &Idp) -> BearerAuthLayer {
+    let mut b = BearerAuthLayer::builder().issuer(&idp.issuer);
     for (resource, _) in RESOURCES {
         b = b.audience(resource);
     }
@@ -207,10 +207,13 @@ async fn real_idp_opaque_tokens_are_introspected_and_refused_after_revocation_on
     let Some(dir) = interop_dir() else { return };
     let idp = Idp::start(&dir).await;
     let clock = tower_bearer::ManualClock::now();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(&idp.issuer)
         .audience("urn:tower-bearer:opaque")
-        .introspection("resource-server", "resource-server-secret")
+        .introspection(
+            ClientId::new("resource-server"),
+            ClientSecret::new("resource-server-secret"),
+        )
         .clock(clock.clone())
         .build()
         .unwrap();

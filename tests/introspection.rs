@@ -12,13 +12,14 @@ use http::{Request, StatusCode, header};
 use tower::ServiceExt as _;
 use tower_bearer::testing::{EndpointFault, TestIssuer};
 use tower_bearer::{
-    Algorithm, AuthError, BearerAuth, Clock, ManualClock, RevocationList, Revoke, TokenError,
+    Algorithm, AuthError, BearerAuthLayer, ClientId, ClientSecret, Clock, ManualClock,
+    RevocationList, Revoke, TokenError,
 };
 
 struct Setup {
     clock: ManualClock,
     idp: TestIssuer,
-    auth: BearerAuth,
+    auth: BearerAuthLayer,
 }
 
 async fn setup() -> Setup {
@@ -33,11 +34,11 @@ async fn setup_with(f: impl FnOnce(tower_bearer::Builder) -> tower_bearer::Build
         .await
         .unwrap();
     let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
-    let builder = BearerAuth::builder()
+    let builder = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .clock(clock.clone())
-        .introspection(id, secret)
+        .introspection(ClientId::new(id), ClientSecret::new(secret))
         .fetch_timeout(Duration::from_millis(500));
     let auth = f(builder).build().unwrap();
     Setup { clock, idp, auth }
@@ -47,7 +48,7 @@ fn invalid(e: TokenError) -> AuthError {
     AuthError::InvalidToken(e)
 }
 
-fn app(auth: &BearerAuth) -> Router {
+fn app(auth: &BearerAuthLayer) -> Router {
     Router::new()
         .route(
             "/documents",
@@ -236,7 +237,7 @@ async fn a_revoked_jwt_is_refused_at_once_on_require_active_routes_and_accepted_
 
 #[test]
 fn require_active_needs_introspection() {
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer("https://idp.example")
         .audience("a")
         .build()
@@ -247,7 +248,7 @@ fn require_active_needs_introspection() {
 #[tokio::test]
 async fn an_opaque_token_without_introspection_is_invalid() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .build()
@@ -392,7 +393,7 @@ async fn a_maximum_token_age_bounds_the_revocation_window() {
 }
 
 /// Validates every token at once; returns each verdict.
-async fn all_at_once(auth: &BearerAuth, tokens: Vec<String>) -> Vec<Result<(), AuthError>> {
+async fn all_at_once(auth: &BearerAuthLayer, tokens: Vec<String>) -> Vec<Result<(), AuthError>> {
     let mut set = tokio::task::JoinSet::new();
     for t in tokens {
         let auth = auth.clone();
@@ -516,10 +517,10 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
 /// unknown JWT claims, and checks every member it uses.
 #[test]
 fn an_answer_with_an_out_of_range_number_in_an_unknown_member_is_read_without_it() {
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer("https://issuer.example")
         .audience("api")
-        .introspection("rs", "secret")
+        .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
         .introspection_endpoint("https://issuer.example/introspect")
         .build()
         .unwrap();

@@ -10,14 +10,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use tower_bearer::testing::{EndpointFault, TestIssuer};
-use tower_bearer::{Algorithm, AuthError, BearerAuth, KeyHealth, ManualClock, TokenError};
+use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, KeyHealth, ManualClock, TokenError};
 
 const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 
 struct Setup {
     clock: ManualClock,
     idp: TestIssuer,
-    auth: BearerAuth,
+    auth: BearerAuthLayer,
     /// When the first key set was fetched.
     t0: SystemTime,
 }
@@ -33,7 +33,7 @@ async fn setup_with(f: impl FnOnce(tower_bearer::Builder) -> tower_bearer::Build
         .start()
         .await
         .unwrap();
-    let builder = BearerAuth::builder()
+    let builder = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .clock(clock.clone())
@@ -193,7 +193,7 @@ async fn max_age_is_honoured_within_its_clamp() {
             .await
             .unwrap();
         idp.set_jwks_cache_control(cache_control);
-        let auth = BearerAuth::builder()
+        let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
             .clock(clock.clone())
@@ -329,11 +329,8 @@ async fn a_key_dropped_by_the_issuer_is_refused_at_once() {
 #[tokio::test]
 async fn discovery_is_fetched_again_after_a_day() {
     let s = setup_with(|b| {
-        b.jwks_max_age(
-            Duration::from_secs(3600),
-            Duration::from_secs(60),
-            Duration::from_secs(86_400),
-        )
+        b.jwks_max_age(Duration::from_secs(3600))
+            .jwks_max_age_range(Duration::from_secs(60)..=Duration::from_secs(86_400))
     })
     .await;
     assert_eq!(s.idp.discovery_fetches(), 1);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower_bearer::testing::{EndpointFault, TestIssuer};
-use tower_bearer::{BearerAuth, ManualClock};
+use tower_bearer::{BearerAuthLayer, ManualClock};
 
 /// Everything logged at any level while it is the default subscriber.
 #[derive(Clone, Default)]
@@ -50,7 +50,7 @@ async fn logged_urls_carry_no_userinfo_or_query_and_tokens_are_never_logged() {
         .jwks_uri()
         .replace("http://", "http://operator:pa55word@")
         + "?api_key=s3cret-key";
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .jwks_uri(jwks)

@@ -10,12 +10,12 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{BearerAuth, ManualClock};
+use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret, ManualClock};
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
     idp: TestIssuer,
-    auth: BearerAuth,
+    auth: BearerAuthLayer,
 }
 
 fn fixture() -> &'static Fixture {
@@ -26,7 +26,7 @@ fn fixture() -> &'static Fixture {
             .build()
             .unwrap();
         let idp = rt.block_on(TestIssuer::start()).unwrap();
-        let auth = BearerAuth::builder()
+        let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
             .jwks_json(idp.jwks_json())
@@ -192,19 +192,21 @@ proptest! {
         d in prop::collection::vec(duration(), 11),
     ) {
         let (rt, idp) = eternal_issuer();
-        let built = BearerAuth::builder()
+        let built = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
             .jwks_uri(idp.jwks_uri())
             .leeway(d[0])
             .fetch_timeout(d[1])
             .refetch_cooldown(d[2])
-            .jwks_max_age(d[3], d[4].min(d[5]), d[4].max(d[5]))
+            .jwks_max_age(d[3])
+            .jwks_max_age_range(d[4].min(d[5])..=d[4].max(d[5]))
             .max_stale(d[6])
             .max_token_age(d[7])
             .token_cache(100, d[8])
-            .introspection("rs", "secret")
-            .introspection_cache(d[9], d[10])
+            .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
+            .introspection_max_age(d[9])
+            .active_check_max_age(d[10])
             .build();
         if let Ok(auth) = built {
             let token = idp.token().sign();

@@ -1,5 +1,5 @@
 //! The validation pipeline against good and hostile tokens, through the
-//! public `BearerAuth::validate` entry point and a real loopback issuer.
+//! public `BearerAuthLayer::validate` entry point and a real loopback issuer.
 
 mod common;
 
@@ -9,7 +9,7 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
 use common::{Setup, assemble, b64, claims_of, unb64};
 use serde_json::{Value, json};
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, AuthError, BearerAuth, Limits, TokenError};
+use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, Limits, TokenError};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -42,7 +42,7 @@ async fn accepts_rs256_ps256_and_rs512_with_a_jwk_that_has_no_alg() {
     let kid = idp.current_kid();
     let mut jwk = idp.public_jwk(&kid).unwrap();
     jwk.as_object_mut().unwrap().remove("alg");
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .jwks_json(json!({ "keys": [jwk] }).to_string())
@@ -129,7 +129,7 @@ async fn rejects_hs256_signed_with_the_rsa_public_key_as_pem_or_jwk() {
 
     // Even where HS256 is allowed with a configured secret, the RSA key's
     // kid never turns into an HMAC key: only the configured secret is used.
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .shared_secret(Algorithm::HS256, vec![7u8; 32])
@@ -147,7 +147,7 @@ async fn rejects_hs256_signed_with_the_rsa_public_key_as_pem_or_jwk() {
 async fn accepts_hs256_only_with_the_configured_secret() {
     let idp = TestIssuer::start().await.unwrap();
     let secret = b"0123456789abcdef0123456789abcdef";
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .shared_secret(Algorithm::HS256, secret.to_vec())
@@ -352,7 +352,7 @@ async fn ignores_keys_published_for_encryption() {
         }
         keys.push(jwk);
     }
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .jwks_json(json!({ "keys": keys }).to_string())
@@ -689,7 +689,7 @@ async fn rejects_deeply_nested_json_and_oversized_tokens() {
     // large", not "malformed".
     assert_eq!(s.refused(&"!".repeat(20_000)).await, TokenError::TooLarge);
 
-    let strict = BearerAuth::builder()
+    let strict = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .limits(Limits {
@@ -736,7 +736,7 @@ async fn every_limit_is_configurable() {
         max_scopes: 2,
         ..Limits::default()
     };
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .limits(tight.clone())
@@ -851,7 +851,7 @@ async fn scopes_match_exactly_from_scope_and_scp() {
         TokenError::InvalidClaim("scope")
     );
 
-    let auth0 = BearerAuth::builder()
+    let auth0 = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .scope_claims(["permissions"])
@@ -873,7 +873,7 @@ async fn scopes_match_exactly_from_scope_and_scp() {
 #[tokio::test]
 async fn required_claims_and_strict_rfc9068_mode() {
     let s = Setup::new().await;
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .require_claims(["tenant"])
@@ -888,7 +888,7 @@ async fn required_claims_and_strict_rfc9068_mode() {
             .is_ok()
     );
 
-    let strict = BearerAuth::builder()
+    let strict = BearerAuthLayer::builder()
         .issuer(s.idp.issuer())
         .audience(s.idp.audience())
         .token_type(tower_bearer::TokenTypePolicy::Rfc9068)

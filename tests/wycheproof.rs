@@ -1,5 +1,5 @@
 //! C2SP/wycheproof JWS and JWK vectors, run through tower-bearer's key-set
-//! parsing and signature verification (`BearerAuth::verify_signature_only`, the same
+//! parsing and signature verification (`BearerAuthLayer::verify_signature_only`, the same
 //! code the layer runs before it checks claims).
 //!
 //! The vectors are read in place from `$TOWER_BEARER_VECTORS/wycheproof`
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use tower_bearer::{Algorithm, BearerAuth, KeySet, Limits};
+use tower_bearer::{Algorithm, BearerAuthLayer, KeySet, Limits};
 
 fn vectors(file: &str) -> Option<Value> {
     let dir = match std::env::var_os("TOWER_BEARER_VECTORS") {
@@ -93,8 +93,8 @@ fn hs_alg(name: &str) -> Option<Algorithm> {
 fn verifier(
     public: Option<Value>,
     secret: Option<(Algorithm, Vec<u8>)>,
-) -> Result<BearerAuth, String> {
-    let mut b = BearerAuth::builder()
+) -> Result<BearerAuthLayer, String> {
+    let mut b = BearerAuthLayer::builder()
         .insecure_skip_issuer_check()
         .insecure_skip_audience_check();
     match (public, secret) {
@@ -135,7 +135,7 @@ struct Tally {
 }
 
 async fn run_case(
-    auth: &Result<BearerAuth, String>,
+    auth: &Result<BearerAuthLayer, String>,
     case: &Value,
     t: &mut Tally,
     deliberate: &[(u64, &str)],

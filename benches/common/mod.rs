@@ -24,7 +24,7 @@ use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use tower::Service;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, BearerAuth};
+use tower_bearer::{Algorithm, BearerAuthLayer};
 
 /// Distinct tokens: each new to the cold validator (its cache holds one
 /// per segment, a handful), all cached by the other.
@@ -37,11 +37,11 @@ pub struct Fixture {
     pub idp: TestIssuer,
     /// A validator whose cache holds one token per segment: cycling
     /// through the pool, every token is new to it.
-    cold: BearerAuth,
+    cold: BearerAuthLayer,
     /// A validator with the default cache.
-    cached: BearerAuth,
+    cached: BearerAuthLayer,
     /// A validator without a cache: every request verified.
-    uncached: BearerAuth,
+    uncached: BearerAuthLayer,
     /// `Authorization` values of the two header-cost tokens: the costliest
     /// header within the limits, and a plain one of the same size.
     hostile_header: HeaderValue,
@@ -68,7 +68,7 @@ impl Fixture {
             .block_on(TestIssuer::builder().algorithm(alg).start())
             .unwrap();
         let builder = || {
-            BearerAuth::builder()
+            BearerAuthLayer::builder()
                 .issuer(idp.issuer())
                 .audience(idp.audience())
                 .jwks_json(idp.jwks_json())
@@ -470,7 +470,7 @@ impl Fixture {
 
     /// The layer a case calls: the cold validator's, the uncached one's,
     /// or the caching one's.
-    pub fn layer(&self, case: Case) -> tower_bearer::Bearer<Inner> {
+    pub fn layer(&self, case: Case) -> tower_bearer::BearerAuth<Inner> {
         let auth = match case {
             Case::Cold | Case::UnknownKid => &self.cold,
             Case::HostileHeader | Case::PlainHeader => &self.uncached,

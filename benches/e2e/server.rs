@@ -7,12 +7,12 @@
 use axum::Router;
 use axum::routing::get;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{BearerAuth, Principal};
+use tower_bearer::{BearerAuthLayer, Principal};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idp = TestIssuer::start().await?;
-    let auth = BearerAuth::builder()
+    let auth = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())
         .jwks_json(idp.jwks_json())

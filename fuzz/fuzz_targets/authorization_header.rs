@@ -9,14 +9,14 @@ use std::sync::OnceLock;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use libfuzzer_sys::fuzz_target;
 use tower::{Service, ServiceExt, service_fn};
-use tower_bearer::{BearerAuth, ManualClock, Principal};
+use tower_bearer::{BearerAuthLayer, ManualClock, Principal};
 
-fn fixture() -> &'static (tokio::runtime::Runtime, BearerAuth) {
-    static F: OnceLock<(tokio::runtime::Runtime, BearerAuth)> = OnceLock::new();
+fn fixture() -> &'static (tokio::runtime::Runtime, BearerAuthLayer) {
+    static F: OnceLock<(tokio::runtime::Runtime, BearerAuthLayer)> = OnceLock::new();
     F.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let idp = rt.block_on(tower_bearer::testing::TestIssuer::start()).unwrap();
-        let auth = BearerAuth::builder()
+        let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
             .jwks_json(idp.jwks_json())

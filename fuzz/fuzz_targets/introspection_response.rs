@@ -6,15 +6,18 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tower_bearer::{BearerAuth, ManualClock};
+use tower_bearer::{BearerAuthLayer, ManualClock};
 
-fn auth() -> &'static BearerAuth {
-    static A: OnceLock<BearerAuth> = OnceLock::new();
+fn auth() -> &'static BearerAuthLayer {
+    static A: OnceLock<BearerAuthLayer> = OnceLock::new();
     A.get_or_init(|| {
-        BearerAuth::builder()
+        BearerAuthLayer::builder()
             .issuer("https://issuer.example")
             .audience("api")
-            .introspection("rs", "secret")
+            .introspection(
+                tower_bearer::ClientId::new("rs"),
+                tower_bearer::ClientSecret::new("secret"),
+            )
             .introspection_endpoint("https://issuer.example/introspect")
             .clock(ManualClock::at_unix(1_700_000_000))
             .build()

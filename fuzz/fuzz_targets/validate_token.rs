@@ -11,13 +11,13 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
-use tower_bearer::{Algorithm, BearerAuth, ManualClock};
+use tower_bearer::{Algorithm, BearerAuthLayer, ManualClock};
 
 const SECRET: &[u8; 32] = b"fuzzing-secret-fuzzing-secret-32";
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
-    auth: BearerAuth,
+    auth: BearerAuthLayer,
     key: hmac::Key,
 }
 
@@ -28,7 +28,7 @@ fn fixture() -> &'static Fixture {
         // An RSA and an EC key as well, so RS*/ES* headers find keys.
         let idp = rt.block_on(tower_bearer::testing::TestIssuer::start()).unwrap();
         idp.add_key(Algorithm::ES256);
-        let auth = BearerAuth::builder()
+        let auth = BearerAuthLayer::builder()
             .issuer("https://issuer.example")
             .audience("api")
             .jwks_json(idp.jwks_json())

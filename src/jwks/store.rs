@@ -61,7 +61,7 @@ pub(crate) struct KeyPolicy {
 }
 
 /// The state of the issuer's keys, for readiness probes and dashboards.
-/// Get it from [`BearerAuth::key_health`](crate::BearerAuth::key_health).
+/// Get it from [`BearerAuthLayer::key_health`](crate::BearerAuthLayer::key_health).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyHealth {

@@ -15,7 +15,7 @@ use crate::jwt::header::{Names, Str};
 /// The registered and widely used claims of a verified token.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct Claims {
+pub struct RegisteredClaims {
     /// `iss`: who issued the token.
     pub iss: Option<String>,
     /// `sub`: whom the token is about.
@@ -71,7 +71,7 @@ impl Scopes {
 pub struct Principal(Arc<Inner>);
 
 struct Inner {
-    claims: Claims,
+    claims: RegisteredClaims,
     scopes: Scopes,
     payload: Box<str>,
     /// `None` for a token accepted through introspection.
@@ -81,7 +81,7 @@ struct Inner {
 
 impl Principal {
     /// The registered claims.
-    pub fn claims(&self) -> &Claims {
+    pub fn claims(&self) -> &RegisteredClaims {
         &self.0.claims
     }
 
@@ -191,7 +191,7 @@ pub(crate) fn parse(
     }
     let scopes = without_repeats(out.scopes);
     Ok(Principal(Arc::new(Inner {
-        claims: Claims {
+        claims: RegisteredClaims {
             iss: out.iss,
             sub: out.sub,
             aud: out.aud,

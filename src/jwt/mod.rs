@@ -54,7 +54,7 @@ pub(crate) struct Parsed {
 
 /// A compact JWS whose header passed every rule and whose signature
 /// verified; the claims are not checked yet. What the test and fuzz hook
-/// `BearerAuth::verify_signature_only` returns.
+/// `BearerAuthLayer::verify_signature_only` returns.
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -184,7 +184,7 @@ pub(crate) fn principal_from_claims(
 /// answer may omit them (RFC 7662 §2.2), and they are checked if present.
 pub(crate) fn check_claims(
     cfg: &Config,
-    c: &claims::Claims,
+    c: &claims::RegisteredClaims,
     strict: bool,
 ) -> Result<(), TokenError> {
     check_time_claims(cfg, c, unix_seconds(cfg.clock.now()))?;
@@ -210,7 +210,7 @@ pub(crate) fn check_claims(
 /// age. Checked at validation and again on every cache hit.
 pub(crate) fn check_time_claims(
     cfg: &Config,
-    c: &claims::Claims,
+    c: &claims::RegisteredClaims,
     now: i64,
 ) -> Result<(), TokenError> {
     check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;

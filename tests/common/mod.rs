@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, AuthError, BearerAuth, TokenError};
+use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, TokenError};
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -34,7 +34,7 @@ pub fn claims_of(token: &str) -> Value {
 /// for it that found its keys by discovery.
 pub struct Setup {
     pub idp: TestIssuer,
-    pub auth: BearerAuth,
+    pub auth: BearerAuthLayer,
     /// `kid` per algorithm.
     pub kids: Vec<(Algorithm, String)>,
 }
@@ -51,7 +51,7 @@ impl Setup {
         ] {
             kids.push((alg, idp.add_key(alg)));
         }
-        let auth = BearerAuth::builder()
+        let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
             .build()
