@@ -63,7 +63,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         .route(
             "/payments",
             get(|| async { Json(json!([])) })
-                .route_layer(auth.require_active()?)
+                .route_layer(auth.require_active())
                 .route_layer(auth.require_all(["read"])),
         )
         .layer(auth);

@@ -49,16 +49,23 @@ async fn run() -> Result<(), String> {
     if let Some(jwks) = var("JWKS_URI") {
         builder = builder.jwks_uri(jwks);
     }
-    if let Some(uri) = var("INTROSPECTION_URI") {
-        let id = var("INTROSPECTION_CLIENT_ID")
-            .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_ID")?;
-        let secret = var("INTROSPECTION_CLIENT_SECRET")
-            .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
-        builder = builder
-            .introspection(ClientId::new(id), ClientSecret::new(secret))
-            .introspection_endpoint(uri);
+    // With introspection the validator is of another type; `into` keeps
+    // one type for both, as no route here needs `require_active`.
+    let auth: BearerAuthLayer = match var("INTROSPECTION_URI") {
+        Some(uri) => {
+            let id = var("INTROSPECTION_CLIENT_ID")
+                .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_ID")?;
+            let secret = var("INTROSPECTION_CLIENT_SECRET")
+                .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
+            builder
+                .introspection_endpoint(uri)
+                .introspection(ClientId::new(id), ClientSecret::new(secret))
+                .build()
+                .map(Into::into)
+        }
+        None => builder.build(),
     }
-    let auth = builder.build().map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
 
     let app = Router::new()
         .route("/me", get(me))

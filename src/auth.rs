@@ -4,6 +4,7 @@
 //! introspection that resumes from what the fast path learned. Holds the
 //! runtime state (key store, caches, counters) beside the configuration.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::SystemTime;
@@ -25,11 +26,51 @@ use crate::revocation::RevocationCheck;
 /// Cheap to clone: clones share configuration and keys. Build one with
 /// [`BearerAuthLayer::builder`]; see the [crate docs](crate) for an example.
 ///
+/// Its type parameter says whether introspection is configured
+/// ([`WithIntrospection`], from [`Builder::introspection`]) or not
+/// ([`LocalOnly`], the default): only a validator that can introspect
+/// offers [`require_active`](BearerAuthLayer::require_active), so a route
+/// cannot ask for what the configuration lacks. `.into()` turns a
+/// `BearerAuthLayer<WithIntrospection>` into a plain `BearerAuthLayer` where
+/// one type is needed for both.
+///
 /// [`Layer`]: tower_layer::Layer
-#[derive(Clone)]
-pub struct BearerAuthLayer {
+/// [`Builder::introspection`]: crate::Builder::introspection
+pub struct BearerAuthLayer<M = LocalOnly> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) optional: bool,
+    mode: PhantomData<fn() -> M>,
+}
+
+/// The mode of a validator without introspection: every token is
+/// validated locally. See [`BearerAuthLayer`].
+#[derive(Debug, Clone, Copy)]
+pub enum LocalOnly {}
+
+/// The mode of a validator with introspection configured: it also takes
+/// opaque tokens and makes `require_active` route layers. See
+/// [`BearerAuthLayer`].
+#[derive(Debug, Clone, Copy)]
+pub enum WithIntrospection {}
+
+impl<M> Clone for BearerAuthLayer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            optional: self.optional,
+            mode: PhantomData,
+        }
+    }
+}
+
+impl From<BearerAuthLayer<WithIntrospection>> for BearerAuthLayer {
+    fn from(auth: BearerAuthLayer<WithIntrospection>) -> Self {
+        Self {
+            shared: auth.shared,
+            optional: auth.optional,
+            mode: PhantomData,
+        }
+    }
 }
 
 /// What every clone of a validator shares: the configuration, and the
@@ -44,7 +85,7 @@ pub(crate) struct Shared {
     signatures: AtomicU64,
 }
 
-impl std::fmt::Debug for BearerAuthLayer {
+impl<M> std::fmt::Debug for BearerAuthLayer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuthLayer")
             .field("issuer", &self.shared.config.issuer)
@@ -78,7 +119,7 @@ pub(crate) enum Pending {
     Keys { jws: Parsed, seen: u64 },
 }
 
-impl BearerAuthLayer {
+impl<M> BearerAuthLayer<M> {
     pub(crate) fn new(
         config: Config,
         keys: KeyStore,
@@ -96,6 +137,7 @@ impl BearerAuthLayer {
                 signatures: AtomicU64::new(0),
             }),
             optional: false,
+            mode: PhantomData,
         }
     }
 
@@ -104,13 +146,9 @@ impl BearerAuthLayer {
     /// extensions). A token that is present must still be valid.
     pub fn optional(&self) -> Self {
         Self {
-            shared: self.shared.clone(),
             optional: true,
+            ..self.clone()
         }
-    }
-
-    pub(crate) fn has_introspection(&self) -> bool {
-        self.shared.introspector.is_some()
     }
 
     /// Counts of the expensive work done so far.

@@ -3,6 +3,7 @@
 //! read per request.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use http::Response;
 use url::Url;
 
 use crate::alg::Algorithm;
-use crate::auth::BearerAuthLayer;
+use crate::auth::{BearerAuthLayer, LocalOnly, WithIntrospection};
 use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
@@ -126,7 +127,41 @@ impl BearerAuthLayer {
 /// Issuer and audience are required: a validator that accepts tokens from
 /// anyone, for anyone, is refused unless the opt-out is spelled out with an
 /// `insecure_*` call (RFC 8725 §3.8–3.9).
-pub struct Builder {
+pub struct Builder<M = LocalOnly> {
+    s: Settings,
+    mode: PhantomData<fn() -> M>,
+}
+
+impl Builder {
+    /// Enables RFC 7662 introspection with these client credentials: for
+    /// opaque tokens (anything that is not a three-part JWS), and for
+    /// [`BearerAuthLayer::require_active`] routes. The endpoint comes from the
+    /// discovery document (`introspection_endpoint`) unless
+    /// [`introspection_endpoint`](Self::introspection_endpoint) is given.
+    /// Without introspection, an opaque token is `invalid_token`.
+    ///
+    /// The validator built then is a
+    /// `BearerAuthLayer<WithIntrospection>`, which also makes
+    /// `require_active` route layers.
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret};
+    /// let builder = BearerAuthLayer::builder()
+    ///     .introspection(ClientId::new("orders-api"), ClientSecret::new("s3cret"));
+    /// # let _ = builder;
+    /// ```
+    pub fn introspection(
+        mut self,
+        client_id: ClientId,
+        client_secret: ClientSecret,
+    ) -> Builder<WithIntrospection> {
+        self.s.introspection = Some((client_id, client_secret));
+        Builder::with(self.s)
+    }
+}
+
+/// Every setting of a [`Builder`], as given.
+struct Settings {
     issuer: Option<String>,
     skip_issuer: bool,
     audiences: Vec<String>,
@@ -161,19 +196,19 @@ pub struct Builder {
     responder: Option<ErrorResponder>,
 }
 
-impl fmt::Debug for Builder {
+impl<M> fmt::Debug for Builder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("issuer", &self.issuer)
-            .field("audiences", &self.audiences)
-            .field("jwks_uri", &self.jwks_uri)
+            .field("issuer", &self.s.issuer)
+            .field("audiences", &self.s.audiences)
+            .field("jwks_uri", &self.s.jwks_uri)
             .finish_non_exhaustive()
     }
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Self {
+        Self::with(Settings {
             issuer: None,
             skip_issuer: false,
             audiences: Vec::new(),
@@ -204,24 +239,33 @@ impl Default for Builder {
             realm: None,
             cookie: None,
             responder: None,
+        })
+    }
+}
+
+impl<M> Builder<M> {
+    fn with(s: Settings) -> Self {
+        Self {
+            s,
+            mode: PhantomData,
         }
     }
 }
 
-impl Builder {
+impl<M> Builder<M> {
     /// The issuer: `iss` must equal it exactly (case-sensitive, no
     /// normalisation of trailing slashes), and keys are found through its
     /// discovery document unless [`jwks_uri`](Self::jwks_uri) or
     /// [`jwks_json`](Self::jwks_json) is given. Required.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = Some(issuer.into());
+        self.s.issuer = Some(issuer.into());
         self
     }
 
     /// Accepts tokens from any issuer. Only for keys given statically or by
     /// JWKS URL that belong to a single issuer; never with discovery.
     pub fn insecure_skip_issuer_check(mut self) -> Self {
-        self.skip_issuer = true;
+        self.s.skip_issuer = true;
         self
     }
 
@@ -229,26 +273,26 @@ impl Builder {
     /// called several times: a token naming any one of them is accepted.
     /// Required.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audiences.push(audience.into());
+        self.s.audiences.push(audience.into());
         self
     }
 
     /// Accepts tokens meant for any audience, so a token issued for another
     /// API of the same issuer is accepted here too.
     pub fn insecure_skip_audience_check(mut self) -> Self {
-        self.skip_audience = true;
+        self.s.skip_audience = true;
         self
     }
 
     /// Fetch keys from this JWKS URL instead of using discovery.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
-        self.jwks_uri = Some(uri.into());
+        self.s.jwks_uri = Some(uri.into());
         self
     }
 
     /// Use this JWKS document and never fetch keys (air-gapped use, tests).
     pub fn jwks_json(mut self, json: impl Into<Vec<u8>>) -> Self {
-        self.static_jwks = Some(json.into());
+        self.s.static_jwks = Some(json.into());
         self
     }
 
@@ -256,7 +300,7 @@ impl Builder {
     /// (asymmetric only). A token whose `alg` is not listed is refused
     /// before any key is looked up.
     pub fn algorithms(mut self, algs: impl IntoIterator<Item = Algorithm>) -> Self {
-        self.algorithms = Some(algs.into_iter().collect());
+        self.s.algorithms = Some(algs.into_iter().collect());
         self
     }
 
@@ -264,21 +308,21 @@ impl Builder {
     /// allow-list. The secret must be at least as long as the hash output
     /// (32, 48 or 64 bytes). HMAC keys are never taken from a JWKS.
     pub fn shared_secret(mut self, alg: Algorithm, secret: impl Into<Vec<u8>>) -> Self {
-        self.secrets.push((alg, secret.into()));
+        self.s.secrets.push((alg, secret.into()));
         self
     }
 
     /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default: 60 s; at
     /// most [`MAX_LEEWAY`].
     pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+        self.s.leeway = leeway;
         self
     }
 
     /// Which `typ` header values are accepted. Default:
     /// [`TokenTypePolicy::AccessTokenOrJwt`].
     pub fn token_type(mut self, policy: TokenTypePolicy) -> Self {
-        self.typ = policy;
+        self.s.typ = policy;
         self
     }
 
@@ -288,7 +332,8 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.required_claims
+        self.s
+            .required_claims
             .extend(claims.into_iter().map(Into::into));
         self
     }
@@ -301,19 +346,19 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.scope_claims = claims.into_iter().map(Into::into).collect();
+        self.s.scope_claims = claims.into_iter().map(Into::into).collect();
         self
     }
 
     /// Size and shape limits. Default: [`Limits::default`].
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.s.limits = limits;
         self
     }
 
     /// The clock for `exp`, `nbf` and cooldowns. Default: the system clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.s.clock = Arc::new(clock);
         self
     }
 
@@ -321,7 +366,7 @@ impl Builder {
     /// `kid` (and between retries while no key set could be fetched).
     /// Default: 30 s.
     pub fn refetch_cooldown(mut self, cooldown: Duration) -> Self {
-        self.refetch_cooldown = cooldown;
+        self.s.refetch_cooldown = cooldown;
         self
     }
 
@@ -330,7 +375,7 @@ impl Builder {
     /// (see [`introspection_concurrency`](Self::introspection_concurrency)).
     /// Default: 5 s; more than zero and at most [`MAX_FETCH_TIMEOUT`].
     pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.fetch_timeout = timeout;
+        self.s.fetch_timeout = timeout;
         self
     }
 
@@ -339,7 +384,7 @@ impl Builder {
     /// 80–100 % of its freshness. Default: 10 min; at most
     /// [`MAX_LIFETIME`].
     pub fn jwks_max_age(mut self, when_unspecified: Duration) -> Self {
-        self.jwks_max_age.0 = when_unspecified;
+        self.s.jwks_max_age.0 = when_unspecified;
         self
     }
 
@@ -347,8 +392,8 @@ impl Builder {
     /// Default: `60 s..=24 h`; each end at most [`MAX_LIFETIME`].
     pub fn jwks_max_age_range(mut self, range: std::ops::RangeInclusive<Duration>) -> Self {
         let (min, max) = range.into_inner();
-        self.jwks_max_age.1 = min;
-        self.jwks_max_age.2 = max;
+        self.s.jwks_max_age.1 = min;
+        self.s.jwks_max_age.2 = max;
         self
     }
 
@@ -362,7 +407,7 @@ impl Builder {
     /// the old one even when it holds no usable key: it is the issuer's
     /// word on its keys.
     pub fn max_stale(mut self, window: Duration) -> Self {
-        self.max_stale = window;
+        self.s.max_stale = window;
         self
     }
 
@@ -372,7 +417,7 @@ impl Builder {
     /// and tokens whose `iat` is later than now plus the leeway (which
     /// would defeat the bound), are then refused. Default: no limit.
     pub fn max_token_age(mut self, age: Duration) -> Self {
-        self.max_token_age = Some(age);
+        self.s.max_token_age = Some(age);
         self
     }
 
@@ -382,44 +427,26 @@ impl Builder {
     /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min;
     /// `max_ttl` at most [`MAX_LIFETIME`].
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
-        self.token_cache = Some((max_entries, max_ttl));
+        self.s.token_cache = Some((max_entries, max_ttl));
         self
     }
 
     /// Verifies every token's signature, every time.
     pub fn no_token_cache(mut self) -> Self {
-        self.token_cache = None;
-        self
-    }
-
-    /// Enables RFC 7662 introspection with these client credentials: for
-    /// opaque tokens (anything that is not a three-part JWS), and for
-    /// [`BearerAuthLayer::require_active`] routes. The endpoint comes from the
-    /// discovery document (`introspection_endpoint`) unless
-    /// [`introspection_endpoint`](Self::introspection_endpoint) is given.
-    /// Without introspection, an opaque token is `invalid_token`.
-    ///
-    /// ```
-    /// use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret};
-    /// let builder = BearerAuthLayer::builder()
-    ///     .introspection(ClientId::new("orders-api"), ClientSecret::new("s3cret"));
-    /// # let _ = builder;
-    /// ```
-    pub fn introspection(mut self, client_id: ClientId, client_secret: ClientSecret) -> Self {
-        self.introspection = Some((client_id, client_secret));
+        self.s.token_cache = None;
         self
     }
 
     /// The introspection endpoint, instead of discovery.
     pub fn introspection_endpoint(mut self, url: impl Into<String>) -> Self {
-        self.introspection_endpoint = Some(url.into());
+        self.s.introspection_endpoint = Some(url.into());
         self
     }
 
     /// How the resource server authenticates to the introspection
     /// endpoint. Default: [`ClientAuth::Basic`].
     pub fn introspection_client_auth(mut self, auth: ClientAuth) -> Self {
-        self.introspection_auth = auth;
+        self.s.introspection_auth = auth;
         self
     }
 
@@ -427,7 +454,7 @@ impl Builder {
     /// tokens. Never past the token's `exp`; inactive answers for 10 s.
     /// Default: 60 s; at most [`MAX_LIFETIME`].
     pub fn introspection_max_age(mut self, max_age: Duration) -> Self {
-        self.introspection_max_age.0 = max_age;
+        self.s.introspection_max_age.0 = max_age;
         self
     }
 
@@ -435,7 +462,7 @@ impl Builder {
     /// [`require_active`](BearerAuthLayer::require_active) routes. Default:
     /// 5 s; at most [`MAX_LIFETIME`].
     pub fn active_check_max_age(mut self, max_age: Duration) -> Self {
-        self.introspection_max_age.1 = max_age;
+        self.s.introspection_max_age.1 = max_age;
         self
     }
 
@@ -445,14 +472,14 @@ impl Builder {
     /// `Retry-After`: a flood of distinct opaque tokens cannot become a
     /// flood at the authorization server. Default: 64.
     pub fn introspection_concurrency(mut self, max_in_flight: usize) -> Self {
-        self.introspection_concurrency = max_in_flight;
+        self.s.introspection_concurrency = max_in_flight;
         self
     }
 
     /// A revocation check consulted on every request after the signature
     /// (or the cache); see [`RevocationCheck`].
     pub fn revocation(mut self, check: impl RevocationCheck) -> Self {
-        self.revocation = Some(Arc::new(check));
+        self.s.revocation = Some(Arc::new(check));
         self
     }
 
@@ -460,21 +487,21 @@ impl Builder {
     /// [`RevocationList`], which also drops matching entries of this
     /// validator's verified-token cache when it revokes.
     pub fn revocation_list(mut self, list: RevocationList) -> Self {
-        self.revocation = Some(Arc::new(list.clone()));
-        self.revocation_list = Some(list);
+        self.s.revocation = Some(Arc::new(list.clone()));
+        self.s.revocation_list = Some(list);
         self
     }
 
     /// A `realm` for the `WWW-Authenticate` challenge. Default: none.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
-        self.realm = Some(realm.into());
+        self.s.realm = Some(realm.into());
         self
     }
 
     /// Also read the token from this cookie when there is no
     /// `Authorization` header. Default: header only.
     pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
-        self.cookie = Some(name.into());
+        self.s.cookie = Some(name.into());
         self
     }
 
@@ -485,7 +512,7 @@ impl Builder {
     where
         F: Fn(&AuthError, Response<Bytes>) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.responder = Some(Arc::new(f));
+        self.s.responder = Some(Arc::new(f));
         self
     }
 
@@ -495,7 +522,7 @@ impl Builder {
     /// them (all requests arriving meanwhile share that one fetch), so a
     /// service can start while its issuer is briefly unreachable. Call
     /// [`BearerAuthLayer::prefetch_keys`] at start-up to fail fast instead.
-    pub fn build(self) -> Result<BearerAuthLayer, ConfigError> {
+    pub fn build(self) -> Result<BearerAuthLayer<M>, ConfigError> {
         self.check_durations()?;
         self.check_limits()?;
         self.check_realm()?;
@@ -507,40 +534,41 @@ impl Builder {
         let introspector = self.introspector(issuer.as_deref())?;
         let keys = self.key_store(source, issuer.as_deref(), &algorithms)?;
         let cache = self
+            .s
             .token_cache
             .map(|(entries, ttl)| Arc::new(TokenCache::new(entries, ttl)));
-        if let (Some(list), Some(cache)) = (&self.revocation_list, &cache) {
+        if let (Some(list), Some(cache)) = (&self.s.revocation_list, &cache) {
             list.attach(cache);
         }
         let config = Config {
             issuer: issuer.map(Box::from),
             audiences,
             algorithms: algorithms.into(),
-            leeway_secs: whole_seconds(self.leeway),
-            max_token_age_secs: self.max_token_age.map(whole_seconds),
-            typ: self.typ,
+            leeway_secs: whole_seconds(self.s.leeway),
+            max_token_age_secs: self.s.max_token_age.map(whole_seconds),
+            typ: self.s.typ,
             required_claims,
-            scope_claims: self.scope_claims.into_iter().map(Box::from).collect(),
-            limits: self.limits,
-            clock: self.clock,
-            realm: self.realm.map(Box::from),
-            cookie: self.cookie.map(Box::from),
-            responder: self.responder,
+            scope_claims: self.s.scope_claims.into_iter().map(Box::from).collect(),
+            limits: self.s.limits,
+            clock: self.s.clock,
+            realm: self.s.realm.map(Box::from),
+            cookie: self.s.cookie.map(Box::from),
+            responder: self.s.responder,
         };
         Ok(BearerAuthLayer::new(
             config,
             keys,
             cache,
             introspector.map(Arc::new),
-            self.revocation,
+            self.s.revocation,
         ))
     }
 }
 
-impl Builder {
+impl<M> Builder<M> {
     /// Every limit positive, the RSA bounds in order, claim names given.
     fn check_limits(&self) -> Result<(), ConfigError> {
-        let l = &self.limits;
+        let l = &self.s.limits;
         for (v, name) in [
             (l.max_token_bytes, "max_token_bytes"),
             (l.max_json_depth, "max_json_depth"),
@@ -558,14 +586,15 @@ impl Builder {
         if l.min_rsa_bits > l.max_rsa_bits {
             return Err(ConfigError::InvalidLimit("min_rsa_bits <= max_rsa_bits"));
         }
-        let (_, min_max_age, max_max_age) = self.jwks_max_age;
+        let (_, min_max_age, max_max_age) = self.s.jwks_max_age;
         if min_max_age > max_max_age {
             return Err(ConfigError::InvalidLimit("jwks_max_age_range start <= end"));
         }
         if self
+            .s
             .scope_claims
             .iter()
-            .chain(&self.required_claims)
+            .chain(&self.s.required_claims)
             .any(String::is_empty)
         {
             return Err(ConfigError::EmptyValue("claim name"));
@@ -575,7 +604,7 @@ impl Builder {
 
     /// The realm goes into a quoted header parameter as it is.
     fn check_realm(&self) -> Result<(), ConfigError> {
-        match &self.realm {
+        match &self.s.realm {
             Some(realm)
                 if !realm.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
                     || realm.contains(['"', '\\']) =>
@@ -588,7 +617,7 @@ impl Builder {
 
     /// The issuer, or `None` when its check is explicitly skipped.
     fn checked_issuer(&self) -> Result<Option<String>, ConfigError> {
-        match (&self.issuer, self.skip_issuer) {
+        match (&self.s.issuer, self.s.skip_issuer) {
             (Some(i), _) if i.is_empty() => Err(ConfigError::EmptyValue("issuer")),
             (Some(i), _) => Ok(Some(i.clone())),
             (None, true) => Ok(None),
@@ -598,12 +627,13 @@ impl Builder {
 
     /// The audiences, or `None` when their check is explicitly skipped.
     fn checked_audiences(&self) -> Result<Option<Box<[Box<str>]>>, ConfigError> {
-        if self.audiences.iter().any(String::is_empty) {
+        if self.s.audiences.iter().any(String::is_empty) {
             return Err(ConfigError::EmptyValue("audience"));
         }
-        match (self.audiences.is_empty(), self.skip_audience) {
+        match (self.s.audiences.is_empty(), self.s.skip_audience) {
             (false, _) => Ok(Some(
-                self.audiences
+                self.s
+                    .audiences
                     .iter()
                     .map(|a| Box::from(a.as_str()))
                     .collect(),
@@ -615,12 +645,13 @@ impl Builder {
 
     /// Required claims without repeats, with RFC 9068's in its mode.
     fn required_claims(&self) -> Result<Box<[Arc<str>]>, ConfigError> {
-        let strict: &[&str] = match self.typ {
+        let strict: &[&str] = match self.s.typ {
             TokenTypePolicy::Rfc9068 => &["iss", "aud", "sub", "client_id", "iat", "jti"],
             _ => &[],
         };
         let mut required: Vec<Arc<str>> = Vec::new();
         for claim in self
+            .s
             .required_claims
             .iter()
             .map(String::as_str)
@@ -640,18 +671,19 @@ impl Builder {
     /// the secrets as keys.
     fn algorithms_and_secrets(&self) -> Result<(Vec<Algorithm>, KeySet), ConfigError> {
         let mut algorithms = self
+            .s
             .algorithms
             .clone()
             .unwrap_or_else(|| Algorithm::DEFAULT_ALLOWED.to_vec());
         let mut secrets = KeySet::default();
-        for (alg, secret) in &self.secrets {
+        for (alg, secret) in &self.s.secrets {
             let min = match alg {
                 Algorithm::HS256 => 32,
                 Algorithm::HS384 => 48,
                 Algorithm::HS512 => 64,
                 _ => return Err(ConfigError::Secret("shared_secret takes an HS* algorithm")),
             };
-            if self.secrets.iter().filter(|(a, _)| a == alg).count() > 1 {
+            if self.s.secrets.iter().filter(|(a, _)| a == alg).count() > 1 {
                 return Err(ConfigError::Secret("one shared secret per HS* algorithm"));
             }
             if secret.len() < min {
@@ -669,7 +701,7 @@ impl Builder {
         }
         if algorithms
             .iter()
-            .any(|a| a.is_symmetric() && !self.secrets.iter().any(|(s, _)| s == a))
+            .any(|a| a.is_symmetric() && !self.s.secrets.iter().any(|(s, _)| s == a))
         {
             return Err(ConfigError::Secret(
                 "an HS* algorithm is allowed but no shared secret is configured for it",
@@ -686,15 +718,15 @@ impl Builder {
         algorithms: &[Algorithm],
         secrets: KeySet,
     ) -> Result<Source, ConfigError> {
-        Ok(if let Some(json) = &self.static_jwks {
-            let (mut set, _) = KeySet::parse_logged(json, algorithms, &self.limits, None)
+        Ok(if let Some(json) = &self.s.static_jwks {
+            let (mut set, _) = KeySet::parse_logged(json, algorithms, &self.s.limits, None)
                 .map_err(ConfigError::Jwks)?;
             if set.is_empty() {
                 return Err(ConfigError::NoUsableKeys);
             }
             set.extend(&secrets);
             Source::Static(set)
-        } else if let Some(uri) = &self.jwks_uri {
+        } else if let Some(uri) = &self.s.jwks_uri {
             Source::Jwks(checked_url(uri)?, secrets)
         } else if let Some(issuer) = issuer {
             Source::Discovery(checked_url(issuer)?, secrets)
@@ -707,31 +739,32 @@ impl Builder {
 
     /// The introspection client, when configured.
     fn introspector(&self, issuer: Option<&str>) -> Result<Option<Introspector>, ConfigError> {
-        let Some((client_id, client_secret)) = &self.introspection else {
-            if self.introspection_endpoint.is_some() {
+        let Some((client_id, client_secret)) = &self.s.introspection else {
+            if self.s.introspection_endpoint.is_some() {
                 return Err(ConfigError::Introspection(
                     "introspection_endpoint needs introspection(client_id, client_secret)",
                 ));
             }
             return Ok(None);
         };
-        if self.introspection_concurrency == 0 {
+        if self.s.introspection_concurrency == 0 {
             return Err(ConfigError::InvalidLimit("introspection_concurrency"));
         }
-        let (max_age, active_check_max_age) = self.introspection_max_age;
+        let (max_age, active_check_max_age) = self.s.introspection_max_age;
         let config = IntrospectionConfig {
             client_id: client_id.0.clone(),
             client_secret: client_secret.0.clone(),
             endpoint: self
+                .s
                 .introspection_endpoint
                 .as_deref()
                 .map(checked_url)
                 .transpose()?,
-            auth: self.introspection_auth,
+            auth: self.s.introspection_auth,
             max_age,
             active_check_max_age,
             max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
-            max_in_flight: self.introspection_concurrency,
+            max_in_flight: self.s.introspection_concurrency,
         };
         let discovery = issuer
             .map(|iss| Ok::<_, ConfigError>((checked_url(iss)?, iss.to_owned())))
@@ -742,8 +775,8 @@ impl Builder {
         Introspector::new(
             config,
             discovery,
-            self.fetch_timeout,
-            self.limits.max_document_bytes,
+            self.s.fetch_timeout,
+            self.s.limits.max_document_bytes,
         )
         .map(Some)
         .map_err(client_error)
@@ -756,23 +789,23 @@ impl Builder {
         issuer: Option<&str>,
         algorithms: &[Algorithm],
     ) -> Result<KeyStore, ConfigError> {
-        let (default_max_age, min_max_age, max_max_age) = self.jwks_max_age;
+        let (default_max_age, min_max_age, max_max_age) = self.s.jwks_max_age;
         let policy = KeyPolicy {
             default_max_age,
             min_max_age,
             max_max_age,
-            max_stale: self.max_stale,
-            cooldown: self.refetch_cooldown,
+            max_stale: self.s.max_stale,
+            cooldown: self.s.refetch_cooldown,
             discovery_max_age: DISCOVERY_MAX_AGE,
         };
         KeyStore::new(
             source,
             issuer.map(str::to_owned),
             algorithms.to_vec(),
-            self.limits.clone(),
-            self.clock.clone(),
+            self.s.limits.clone(),
+            self.s.clock.clone(),
             policy,
-            self.fetch_timeout,
+            self.s.fetch_timeout,
         )
         .map_err(client_error)
     }
@@ -783,22 +816,22 @@ fn whole_seconds(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-impl Builder {
+impl<M> Builder<M> {
     /// Every duration setting within its bound: past them, the clock's
     /// arithmetic overflows, a cache refuses its TTL, or a check is
     /// switched off.
     fn check_durations(&self) -> Result<(), ConfigError> {
-        let (jwks_default, jwks_min, jwks_max) = self.jwks_max_age;
-        let (intro_max_age, intro_active) = self.introspection_max_age;
-        let token_ttl = self.token_cache.map_or(Duration::ZERO, |(_, ttl)| ttl);
+        let (jwks_default, jwks_min, jwks_max) = self.s.jwks_max_age;
+        let (intro_max_age, intro_active) = self.s.introspection_max_age;
+        let token_ttl = self.s.token_cache.map_or(Duration::ZERO, |(_, ttl)| ttl);
         for (value, setting, max) in [
-            (self.leeway, "leeway", MAX_LEEWAY),
-            (self.fetch_timeout, "fetch_timeout", MAX_FETCH_TIMEOUT),
-            (self.refetch_cooldown, "refetch_cooldown", MAX_LIFETIME),
+            (self.s.leeway, "leeway", MAX_LEEWAY),
+            (self.s.fetch_timeout, "fetch_timeout", MAX_FETCH_TIMEOUT),
+            (self.s.refetch_cooldown, "refetch_cooldown", MAX_LIFETIME),
             (jwks_default, "jwks_max_age", MAX_LIFETIME),
             (jwks_min, "jwks_max_age_range (start)", MAX_LIFETIME),
             (jwks_max, "jwks_max_age_range (end)", MAX_LIFETIME),
-            (self.max_stale, "max_stale", MAX_LIFETIME),
+            (self.s.max_stale, "max_stale", MAX_LIFETIME),
             (token_ttl, "token_cache (max_ttl)", MAX_LIFETIME),
             (intro_max_age, "introspection_max_age", MAX_LIFETIME),
             (intro_active, "active_check_max_age", MAX_LIFETIME),
@@ -807,7 +840,7 @@ impl Builder {
                 return Err(ConfigError::TooLong { setting, max });
             }
         }
-        if self.fetch_timeout.is_zero() {
+        if self.s.fetch_timeout.is_zero() {
             return Err(ConfigError::InvalidLimit("fetch_timeout"));
         }
         Ok(())

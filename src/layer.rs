@@ -23,13 +23,14 @@ use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
 use crate::token;
 
-impl<S> Layer<S> for BearerAuthLayer {
+impl<S, M> Layer<S> for BearerAuthLayer<M> {
     type Service = BearerAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BearerAuth {
             inner,
-            auth: self.clone(),
+            shared: self.shared.clone(),
+            optional: self.optional,
         }
     }
 }
@@ -37,10 +38,22 @@ impl<S> Layer<S> for BearerAuthLayer {
 /// The service made by the [`BearerAuthLayer`] layer: authenticates each
 /// request, puts the [`Principal`] into its extensions, and answers
 /// failures itself (RFC 6750).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BearerAuth<S> {
     inner: S,
-    auth: BearerAuthLayer,
+    shared: Arc<Shared>,
+    /// Requests without credentials pass unauthenticated.
+    optional: bool,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for BearerAuth<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerAuth")
+            .field("inner", &self.inner)
+            .field("issuer", &self.shared.config.issuer)
+            .field("optional", &self.optional)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) type Validation = Pin<Box<dyn Future<Output = Result<Principal, AuthError>> + Send>>;
@@ -58,14 +71,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.auth.shared;
+        let shared = &self.shared;
         // Only a refusal needs the protocol: work it out then.
         let refuse = |e: &AuthError, req: &Request<ReqBody>| {
             ResponseFuture::refused(shared, e, Protocol::of(req.headers()))
         };
         let raw = match token::locate(req.headers(), shared.config.cookie.as_deref()) {
             Ok(Some(raw)) => raw,
-            Ok(None) if self.auth.optional => return ResponseFuture::inner(self.inner.call(req)),
+            Ok(None) if self.optional => return ResponseFuture::inner(self.inner.call(req)),
             Ok(None) => return refuse(&AuthError::MissingToken, &req),
             Err(e) => return refuse(&e, &req),
         };

@@ -76,7 +76,7 @@ pub mod tonic;
 struct ReadmeDoctests;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
-pub use auth::{BearerAuthLayer, Stats};
+pub use auth::{BearerAuthLayer, LocalOnly, Stats, WithIntrospection};
 pub use builder::{Builder, ConfigError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{

@@ -10,8 +10,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::auth::{BearerAuthLayer, Shared};
-use crate::builder::ConfigError;
+use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
 use crate::error::{AuthError, Protocol, ScopePolicy};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
@@ -123,7 +122,7 @@ where
 }
 
 /// The route layers a validator makes, with its realm and error hook.
-impl BearerAuthLayer {
+impl<M> BearerAuthLayer<M> {
     /// A route layer that requires every one of `scopes`.
     ///
     /// Use it with axum's `route_layer` behind this layer. Errors are
@@ -161,7 +160,10 @@ impl BearerAuthLayer {
     pub fn method_scopes(&self) -> RequireScopesLayer {
         RequireScopesLayer::new(Some(self.shared.clone()))
     }
+}
 
+/// The route layer only a validator that can introspect makes.
+impl BearerAuthLayer<WithIntrospection> {
     /// A route layer for routes that cannot accept the revocation window:
     /// every request is checked with the authorization server through
     /// introspection, even when its JWT validated locally (answers are
@@ -169,14 +171,20 @@ impl BearerAuthLayer {
     /// [`Builder::active_check_max_age`](crate::Builder::active_check_max_age)).
     /// Put it behind this layer with axum's `route_layer`.
     ///
-    /// Fails when introspection is not configured.
-    pub fn require_active(&self) -> Result<RequireActiveLayer, ConfigError> {
-        if !self.has_introspection() {
-            return Err(ConfigError::Introspection(
-                "require_active needs introspection(client_id, secret) on the builder",
-            ));
-        }
-        Ok(RequireActiveLayer::new(self.shared.clone()))
+    /// Only a validator built with
+    /// [`Builder::introspection`](crate::Builder::introspection) has it, so
+    /// a route cannot ask for what the configuration lacks:
+    ///
+    /// ```compile_fail
+    /// let auth = tower_bearer::BearerAuthLayer::builder()
+    ///     .issuer("https://login.example.com")
+    ///     .audience("api")
+    ///     .build()?;
+    /// let active = auth.require_active(); // no introspection: no such method
+    /// # Ok::<(), tower_bearer::ConfigError>(())
+    /// ```
+    pub fn require_active(&self) -> RequireActiveLayer {
+        RequireActiveLayer::new(self.shared.clone())
     }
 }
 

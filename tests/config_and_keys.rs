@@ -191,14 +191,16 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
     let d = Duration::from_secs(600);
     let cases = [
         (
-            base().token_cache(10, centuries),
+            base().token_cache(10, centuries).build().map(drop),
             "token_cache (max_ttl)",
             "365 days",
         ),
         (
             base()
                 .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
-                .introspection_max_age(Duration::MAX),
+                .introspection_max_age(Duration::MAX)
+                .build()
+                .map(drop),
             "introspection_max_age",
             "365 days",
         ),
@@ -206,35 +208,52 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
         (
             base()
                 .active_check_max_age(Duration::MAX)
-                .introspection(ClientId::new("rs"), ClientSecret::new("secret")),
+                .introspection(ClientId::new("rs"), ClientSecret::new("secret"))
+                .build()
+                .map(drop),
             "active_check_max_age",
             "365 days",
         ),
-        (base().max_stale(Duration::MAX), "max_stale", "365 days"),
         (
-            base().jwks_max_age_range(d..=Duration::MAX),
+            base().max_stale(Duration::MAX).build().map(drop),
+            "max_stale",
+            "365 days",
+        ),
+        (
+            base()
+                .jwks_max_age_range(d..=Duration::MAX)
+                .build()
+                .map(drop),
             "jwks_max_age_range (end)",
             "365 days",
         ),
-        (base().leeway(Duration::MAX), "leeway", "10 min"),
         (
-            base().leeway(MAX_LEEWAY + Duration::from_nanos(1)),
+            base().leeway(Duration::MAX).build().map(drop),
             "leeway",
             "10 min",
         ),
         (
-            base().fetch_timeout(Duration::MAX),
+            base()
+                .leeway(MAX_LEEWAY + Duration::from_nanos(1))
+                .build()
+                .map(drop),
+            "leeway",
+            "10 min",
+        ),
+        (
+            base().fetch_timeout(Duration::MAX).build().map(drop),
             "fetch_timeout",
             "5 min",
         ),
         (
-            base().refetch_cooldown(Duration::MAX),
+            base().refetch_cooldown(Duration::MAX).build().map(drop),
             "refetch_cooldown",
             "365 days",
         ),
     ];
-    for (builder, setting, bound) in cases {
-        let e = builder.build().unwrap_err();
+    // Each built at once: with introspection, a builder is of another type.
+    for (built, setting, bound) in cases {
+        let e = built.unwrap_err();
         assert!(
             matches!(e, ConfigError::TooLong { setting: s, .. } if s == setting),
             "{setting}: {e:?}"

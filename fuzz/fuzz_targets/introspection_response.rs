@@ -6,10 +6,10 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tower_bearer::{BearerAuthLayer, ManualClock};
+use tower_bearer::{BearerAuthLayer, ManualClock, WithIntrospection};
 
-fn auth() -> &'static BearerAuthLayer {
-    static A: OnceLock<BearerAuthLayer> = OnceLock::new();
+fn auth() -> &'static BearerAuthLayer<WithIntrospection> {
+    static A: OnceLock<BearerAuthLayer<WithIntrospection>> = OnceLock::new();
     A.get_or_init(|| {
         BearerAuthLayer::builder()
             .issuer("https://issuer.example")
