@@ -77,18 +77,30 @@ impl From<BearerAuthLayer<WithIntrospection>> for BearerAuthLayer {
 /// state that changes while it runs.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    keys: Arc<KeyStore>,
+    issuer: Issuer,
     cache: Option<Arc<TokenCache>>,
-    introspector: Option<Arc<Introspector>>,
-    revocation: Option<Arc<dyn RevocationCheck>>,
+    /// Every revocation check configured; any one can revoke.
+    revocation: Box<[Arc<dyn RevocationCheck>]>,
     /// Signatures verified: each costs far more than this increment.
     signatures: AtomicU64,
+}
+
+/// One trusted issuer: the `iss` its tokens carry, its keys, and its
+/// introspection endpoint. A validator holds one; [`Shared::issuer_for`]
+/// is the one place a token's issuer is chosen, so that several can be
+/// held, each with its own keys, without touching the rest of the
+/// pipeline.
+pub(crate) struct Issuer {
+    /// `None` when the issuer check is explicitly skipped.
+    pub(crate) iss: Option<Box<str>>,
+    pub(crate) keys: Arc<KeyStore>,
+    pub(crate) introspector: Option<Arc<Introspector>>,
 }
 
 impl<M> std::fmt::Debug for BearerAuthLayer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuthLayer")
-            .field("issuer", &self.shared.config.issuer)
+            .field("issuer", &self.shared.issuer.iss)
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
@@ -122,17 +134,15 @@ pub(crate) enum Pending {
 impl<M> BearerAuthLayer<M> {
     pub(crate) fn new(
         config: Config,
-        keys: KeyStore,
+        issuer: Issuer,
         cache: Option<Arc<TokenCache>>,
-        introspector: Option<Arc<Introspector>>,
-        revocation: Option<Arc<dyn RevocationCheck>>,
+        revocation: Box<[Arc<dyn RevocationCheck>]>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
-                keys: Arc::new(keys),
+                issuer,
                 cache,
-                introspector,
                 revocation,
                 signatures: AtomicU64::new(0),
             }),
@@ -155,7 +165,12 @@ impl<M> BearerAuthLayer<M> {
     pub fn stats(&self) -> Stats {
         Stats {
             signatures_verified: self.shared.signatures.load(Ordering::Relaxed),
-            introspection_calls: self.shared.introspector.as_ref().map_or(0, |i| i.calls()),
+            introspection_calls: self
+                .shared
+                .issuer
+                .introspector
+                .as_ref()
+                .map_or(0, |i| i.calls()),
         }
     }
 
@@ -163,19 +178,19 @@ impl<M> BearerAuthLayer<M> {
     /// how many usable keys were found. Call it at start-up to fail fast
     /// on a misconfigured issuer; a static key set returns at once.
     pub async fn prefetch_keys(&self) -> Result<usize, FetchError> {
-        self.shared.keys.prefetch().await
+        self.shared.issuer.keys.prefetch().await
     }
 
     /// The state of the issuer's keys now: count, last fetch, last error,
     /// expiry. Serve it from a readiness probe.
     pub fn key_health(&self) -> KeyHealth {
-        self.shared.keys.health().borrow().clone()
+        self.shared.issuer.keys.health().borrow().clone()
     }
 
     /// A receiver that sees every change of [`key_health`](Self::key_health):
     /// each fetch, successful or not.
     pub fn watch_key_health(&self) -> tokio::sync::watch::Receiver<KeyHealth> {
-        self.shared.keys.health()
+        self.shared.issuer.keys.health()
     }
 
     /// Validates a token: signature, header and claims, fetching keys if
@@ -191,10 +206,11 @@ impl<M> BearerAuthLayer<M> {
     /// Not part of the supported API: for fuzzing the answer parser.
     #[doc(hidden)]
     pub fn parse_introspection_answer(&self, body: &[u8]) -> Result<Principal, AuthError> {
-        match introspect::parse_answer(&self.shared.config, body.to_vec()) {
+        let iss = self.shared.issuer.iss.as_deref();
+        match introspect::parse_answer(&self.shared.config, iss, body.to_vec()) {
             Ok(verdict) => verdict.map_err(AuthError::InvalidToken),
             Err(_) => Err(AuthError::TemporarilyUnavailable {
-                retry_after: self.shared.keys.cooldown(),
+                retry_after: self.shared.issuer.keys.cooldown(),
             }),
         }
     }
@@ -209,7 +225,10 @@ impl<M> BearerAuthLayer<M> {
     pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
         let shared = &self.shared;
         let jws = jwt::parse(&shared.config, token).map_err(|e| shared.refuse(e))?;
-        let keys = shared.keys.snapshot(shared.config.clock.now());
+        let keys = shared
+            .issuer_for(&jws)
+            .keys
+            .snapshot(shared.config.clock.now());
         let first = shared.verify(&jws, token, keys.set()).map(drop);
         let seen = keys.generation;
         drop(keys);
@@ -230,7 +249,9 @@ impl Shared {
     pub(crate) fn validate_cached(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
-        let keys = self.keys.snapshot(now);
+        // The issuer whose keys verified the cached token: with one issuer,
+        // the only one.
+        let keys = self.issuer.keys.snapshot(now);
         let p = cache.get(token, &keys, unix_seconds(now))?;
         Some(
             match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
@@ -249,7 +270,7 @@ impl Shared {
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
-        if self.introspector.is_some() && !introspect::is_jws_shaped(token) {
+        if self.issuer.introspector.is_some() && !introspect::is_jws_shaped(token) {
             return Quick::Pending(Pending::Introspect);
         }
         let jws = match jwt::parse(&self.config, token) {
@@ -257,7 +278,7 @@ impl Shared {
             Err(e) => return Quick::Done(Err(self.refuse(e))),
         };
         let now = self.config.clock.now();
-        let keys = self.keys.snapshot(now);
+        let keys = self.issuer_for(&jws).keys.snapshot(now);
         match self.verify(&jws, token, keys.set()) {
             Ok(key) => {
                 let key = Arc::downgrade(key);
@@ -280,7 +301,8 @@ impl Shared {
     ) -> Result<Principal, AuthError> {
         match pending {
             Pending::Introspect => {
-                let Some(introspector) = &self.introspector else {
+                // An opaque token names no issuer: the one that introspects.
+                let Some(introspector) = &self.issuer.introspector else {
                     return Err(self.refuse(TokenError::Malformed));
                 };
                 let p = introspector
@@ -331,8 +353,9 @@ impl Shared {
         token: &str,
         seen: u64,
     ) -> Result<(Weak<Key>, Option<u64>), AuthError> {
-        let refresh = self.keys.refresh(seen).await;
-        let keys = self.keys.snapshot(self.config.clock.now());
+        let keys = &self.issuer_for(jws).keys;
+        let refresh = keys.refresh(seen).await;
+        let keys = keys.snapshot(self.config.clock.now());
         match self.verify(jws, token, keys.set()) {
             Ok(key) => Ok((Arc::downgrade(key), keys.set_id())),
             Err(Failure::NoKeys) => {
@@ -355,7 +378,8 @@ impl Shared {
         set_id: Option<u64>,
         now: SystemTime,
     ) -> Result<Principal, AuthError> {
-        let p = jwt::principal(&self.config, jws).map_err(|e| self.refuse(e))?;
+        let iss = self.issuer_for(&jws).iss.as_deref();
+        let p = jwt::principal(&self.config, iss, jws).map_err(|e| self.refuse(e))?;
         if let Some(cache) = &self.cache {
             cache.insert(token, p.clone(), key, set_id, unix_seconds(now));
         }
@@ -365,9 +389,9 @@ impl Shared {
     /// Asks the authorization server whether `token` is still active,
     /// reusing an answer a few seconds old (for `require_active` routes).
     pub(crate) async fn check_active(&self, token: &str) -> Result<(), AuthError> {
-        let Some(introspector) = &self.introspector else {
+        let Some(introspector) = &self.issuer.introspector else {
             return Err(AuthError::TemporarilyUnavailable {
-                retry_after: self.keys.cooldown(),
+                retry_after: self.issuer.keys.cooldown(),
             });
         };
         introspector
@@ -378,10 +402,19 @@ impl Shared {
 
     /// The last word on a valid token: the revocation hook.
     fn accept(&self, p: Principal, now: SystemTime) -> Result<Principal, AuthError> {
-        match &self.revocation {
-            Some(check) if check.is_revoked(&p, now) => Err(self.refuse(TokenError::Revoked)),
-            _ => Ok(p),
+        if self
+            .revocation
+            .iter()
+            .any(|check| check.is_revoked(&p, now))
+        {
+            return Err(self.refuse(TokenError::Revoked));
         }
+        Ok(p)
+    }
+
+    /// The issuer whose keys must have signed `jws`.
+    fn issuer_for(&self, _jws: &Parsed) -> &Issuer {
+        &self.issuer
     }
 
     fn refuse_failure(&self, f: Failure) -> AuthError {
@@ -389,7 +422,7 @@ impl Shared {
             Failure::Token(e) => self.refuse(e),
             Failure::UnknownKey => self.refuse(TokenError::UnknownKey),
             Failure::NoKeys => AuthError::TemporarilyUnavailable {
-                retry_after: self.keys.cooldown(),
+                retry_after: self.issuer.keys.cooldown(),
             },
         }
     }

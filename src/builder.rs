@@ -12,7 +12,7 @@ use http::Response;
 use url::Url;
 
 use crate::alg::Algorithm;
-use crate::auth::{BearerAuthLayer, LocalOnly, WithIntrospection};
+use crate::auth::{BearerAuthLayer, Issuer, LocalOnly, WithIntrospection};
 use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
@@ -189,8 +189,10 @@ struct Settings {
     /// `max_age` and `active_check_max_age`.
     introspection_max_age: (Duration, Duration),
     introspection_concurrency: usize,
-    revocation: Option<Arc<dyn RevocationCheck>>,
-    revocation_list: Option<RevocationList>,
+    /// Every check given, the lists among them too.
+    revocation: Vec<Arc<dyn RevocationCheck>>,
+    /// The lists, whose revocations also drop cached verifications.
+    revocation_lists: Vec<RevocationList>,
     realm: Option<String>,
     cookie: Option<String>,
     responder: Option<ErrorResponder>,
@@ -234,8 +236,8 @@ impl Default for Builder {
             introspection_auth: ClientAuth::default(),
             introspection_max_age: (DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_ACTIVE_CHECK_MAX_AGE),
             introspection_concurrency: DEFAULT_INTROSPECTION_CONCURRENCY,
-            revocation: None,
-            revocation_list: None,
+            revocation: Vec::new(),
+            revocation_lists: Vec::new(),
             realm: None,
             cookie: None,
             responder: None,
@@ -477,9 +479,11 @@ impl<M> Builder<M> {
     }
 
     /// A revocation check consulted on every request after the signature
-    /// (or the cache); see [`RevocationCheck`].
+    /// (or the cache); see [`RevocationCheck`]. May be called several
+    /// times, with [`revocation_list`](Self::revocation_list) too: any one
+    /// check can revoke.
     pub fn revocation(mut self, check: impl RevocationCheck) -> Self {
-        self.s.revocation = Some(Arc::new(check));
+        self.s.revocation.push(Arc::new(check));
         self
     }
 
@@ -487,8 +491,8 @@ impl<M> Builder<M> {
     /// [`RevocationList`], which also drops matching entries of this
     /// validator's verified-token cache when it revokes.
     pub fn revocation_list(mut self, list: RevocationList) -> Self {
-        self.s.revocation = Some(Arc::new(list.clone()));
-        self.s.revocation_list = Some(list);
+        self.s.revocation.push(Arc::new(list.clone()));
+        self.s.revocation_lists.push(list);
         self
     }
 
@@ -537,11 +541,17 @@ impl<M> Builder<M> {
             .s
             .token_cache
             .map(|(entries, ttl)| Arc::new(TokenCache::new(entries, ttl)));
-        if let (Some(list), Some(cache)) = (&self.s.revocation_list, &cache) {
-            list.attach(cache);
+        if let Some(cache) = &cache {
+            for list in &self.s.revocation_lists {
+                list.attach(cache);
+            }
         }
+        let issuer = Issuer {
+            iss: issuer.map(Box::from),
+            keys: Arc::new(keys),
+            introspector: introspector.map(Arc::new),
+        };
         let config = Config {
-            issuer: issuer.map(Box::from),
             audiences,
             algorithms: algorithms.into(),
             leeway_secs: whole_seconds(self.s.leeway),
@@ -557,10 +567,9 @@ impl<M> Builder<M> {
         };
         Ok(BearerAuthLayer::new(
             config,
-            keys,
+            issuer,
             cache,
-            introspector.map(Arc::new),
-            self.s.revocation,
+            self.s.revocation.into(),
         ))
     }
 }

@@ -126,7 +126,6 @@ pub type ErrorResponder = Arc<dyn Fn(&AuthError, Response<Bytes>) -> Response<By
 
 /// The validated configuration shared by every clone of the layer.
 pub(crate) struct Config {
-    pub issuer: Option<Box<str>>,
     pub audiences: Option<Box<[Box<str>]>>,
     pub algorithms: Box<[Algorithm]>,
     pub leeway_secs: i64,

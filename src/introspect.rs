@@ -217,7 +217,8 @@ impl Introspector {
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
-        parse_answer(config, body)
+        let iss = self.issuer.as_ref().map(|(_, iss)| iss.as_str());
+        parse_answer(config, iss, body)
     }
 
     async fn endpoint(&self) -> Result<Url, FetchError> {
@@ -269,6 +270,7 @@ fn fresh(
 /// fail the checks a JWT's claims would.
 pub(crate) fn parse_answer(
     config: &Config,
+    iss: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Result<Principal, TokenError>, FetchError> {
     let status: Status =
@@ -283,7 +285,9 @@ pub(crate) fn parse_answer(
     {
         return Ok(Err(TokenError::WrongType));
     }
-    Ok(jwt::principal_from_claims(config, body, None, None, false))
+    Ok(jwt::principal_from_claims(
+        config, iss, body, None, None, false,
+    ))
 }
 
 /// Whether `token` is shaped like a compact JWS (three segments); anything

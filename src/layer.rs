@@ -50,7 +50,6 @@ impl<S: std::fmt::Debug> std::fmt::Debug for BearerAuth<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuth")
             .field("inner", &self.inner)
-            .field("issuer", &self.shared.config.issuer)
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }

@@ -451,6 +451,47 @@ async fn a_request_that_finds_no_free_introspection_slot_in_time_gets_503() {
     assert_eq!(s.idp.max_introspections_in_flight(), 1);
 }
 
+/// Revokes every token of one subject.
+struct SubjectBan(&'static str);
+
+impl tower_bearer::RevocationCheck for SubjectBan {
+    fn is_revoked(&self, p: &tower_bearer::Principal, _: SystemTime) -> bool {
+        p.subject() == Some(self.0)
+    }
+}
+
+#[tokio::test]
+async fn revocation_checks_add_up_in_any_order() {
+    for list_first in [true, false] {
+        let list = RevocationList::new();
+        let s = setup_with(|b| {
+            if list_first {
+                b.revocation_list(list.clone())
+                    .revocation(SubjectBan("mallory"))
+            } else {
+                b.revocation(SubjectBan("mallory"))
+                    .revocation_list(list.clone())
+            }
+        })
+        .await;
+        let now = Clock::now(&s.clock);
+        let banned = s.idp.token().claim("sub", "mallory").sign();
+        let listed = s.idp.token().claim("jti", "listed").sign();
+        list.revoke(
+            Revoke::TokenId("listed".into()),
+            now + Duration::from_secs(600),
+        );
+        for token in [&banned, &listed] {
+            assert_eq!(
+                s.auth.validate(token).await.unwrap_err(),
+                invalid(TokenError::Revoked),
+                "list first: {list_first}"
+            );
+        }
+        assert!(s.auth.validate(&s.idp.token().sign()).await.is_ok());
+    }
+}
+
 #[tokio::test]
 async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
     let list = RevocationList::new();

@@ -149,9 +149,14 @@ impl Parsed {
     }
 }
 
-/// The claims of a token whose signature verified.
-pub(crate) fn principal(cfg: &Config, jws: Parsed) -> Result<Principal, TokenError> {
-    principal_from_claims(cfg, jws.payload, Some(jws.alg), jws.kid, true)
+/// The claims of a token whose signature verified, for an issuer whose
+/// tokens carry `iss` (`None`: the issuer check is skipped).
+pub(crate) fn principal(
+    cfg: &Config,
+    iss: Option<&str>,
+    jws: Parsed,
+) -> Result<Principal, TokenError> {
+    principal_from_claims(cfg, iss, jws.payload, Some(jws.alg), jws.kid, true)
 }
 
 /// Parses and checks a claim set (a JWT payload or an introspection
@@ -159,6 +164,7 @@ pub(crate) fn principal(cfg: &Config, jws: Parsed) -> Result<Principal, TokenErr
 /// maximum age.
 pub(crate) fn principal_from_claims(
     cfg: &Config,
+    iss: Option<&str>,
     json: Vec<u8>,
     alg: Option<Algorithm>,
     kid: Option<Box<str>>,
@@ -175,22 +181,24 @@ pub(crate) fn principal_from_claims(
         max_scopes: limits.max_scopes,
     };
     let principal = claims::parse(json, &rules, alg, kid)?;
-    check_claims(cfg, principal.claims(), require_exp)?;
+    check_claims(cfg, iss, principal.claims(), require_exp)?;
     Ok(principal)
 }
 
-/// `exp`, `nbf`, `iat` age, `iss` and `aud` against the configuration and
-/// the clock. `strict` (JWTs) requires `iss` and `aud`; an introspection
-/// answer may omit them (RFC 7662 §2.2), and they are checked if present.
+/// `exp`, `nbf`, `iat` age, `iss` (against the token's issuer, `iss`) and
+/// `aud` against the configuration and the clock. `strict` (JWTs)
+/// requires `iss` and `aud`; an introspection answer may omit them
+/// (RFC 7662 §2.2), and they are checked if present.
 pub(crate) fn check_claims(
     cfg: &Config,
+    iss: Option<&str>,
     c: &claims::RegisteredClaims,
     strict: bool,
 ) -> Result<(), TokenError> {
     check_time_claims(cfg, c, unix_seconds(cfg.clock.now()))?;
-    if let Some(issuer) = &cfg.issuer
+    if let Some(issuer) = iss
         && (strict || c.iss.is_some())
-        && c.iss.as_deref() != Some(&**issuer)
+        && c.iss.as_deref() != Some(issuer)
     {
         return Err(TokenError::WrongIssuer);
     }
