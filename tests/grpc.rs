@@ -26,7 +26,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tower::ServiceExt as _;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{AuthError, BearerAuthLayer, Principal, TokenError};
+use tower_bearer::{AuthError, Principal, TokenError};
 
 struct Server {
     _child: Child,
@@ -266,11 +266,7 @@ async fn each_method_has_its_own_scope_and_the_stream_is_guarded_too() {
 #[tokio::test]
 async fn the_same_layer_answers_http_the_http_way_and_grpc_the_grpc_way() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .build()
-        .unwrap();
+    let auth = common::validator(&idp);
     let app = Router::new()
         .route(
             "/pkg.Svc/Method",
@@ -354,11 +350,7 @@ async fn every_refusal_through_a_tonic_server_is_one_headers_frame_that_ends_the
 #[tokio::test]
 async fn every_refusal_through_axum_is_one_headers_frame_that_ends_the_stream() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .build()
-        .unwrap();
+    let auth = common::validator(&idp);
     let app = Router::new()
         .route(CHECK, post(|| async { "served" }))
         .layer(
@@ -533,11 +525,7 @@ async fn grpc_c_core_reads_every_refusal_and_its_challenge() {
 #[tokio::test]
 async fn the_layer_can_wrap_a_single_service_given_to_add_service() {
     let idp = TestIssuer::start().await.unwrap();
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .build()
-        .unwrap();
+    let auth = common::validator(&idp);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)

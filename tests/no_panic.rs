@@ -26,6 +26,8 @@ fn fixture() -> &'static Fixture {
             .build()
             .unwrap();
         let idp = rt.block_on(TestIssuer::start()).unwrap();
+        // What the duration property fetches: the longest `max-age` there is.
+        idp.set_jwks_cache_control(Some("max-age=18446744073709551615"));
         let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())
@@ -156,20 +158,6 @@ proptest! {
     }
 }
 
-/// An issuer whose JWKS answers claim the longest `max-age` there is.
-fn eternal_issuer() -> &'static (tokio::runtime::Runtime, TestIssuer) {
-    static F: OnceLock<(tokio::runtime::Runtime, TestIssuer)> = OnceLock::new();
-    F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let idp = rt.block_on(TestIssuer::start()).unwrap();
-        idp.set_jwks_cache_control(Some("max-age=18446744073709551615"));
-        (rt, idp)
-    })
-}
-
 /// Any duration, with the edges (zero, the largest, around the bounds)
 /// drawn often.
 fn duration() -> impl Strategy<Value = Duration> {
@@ -191,7 +179,7 @@ proptest! {
     fn any_durations_build_or_fail_and_never_panic_at_the_first_request(
         d in prop::collection::vec(duration(), 11),
     ) {
-        let (rt, idp) = eternal_issuer();
+        let Fixture { rt, idp, .. } = fixture();
         let built = BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience())

@@ -30,6 +30,15 @@ pub fn claims_of(token: &str) -> Value {
     serde_json::from_slice(&unb64(token.split('.').nth(1).unwrap())).unwrap()
 }
 
+/// A validator for `idp`'s tokens, keys by discovery.
+pub fn validator(idp: &TestIssuer) -> BearerAuthLayer {
+    BearerAuthLayer::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .build()
+        .unwrap()
+}
+
 /// An issuer with one key per asymmetric algorithm family, and a validator
 /// for it that found its keys by discovery.
 pub struct Setup {
