@@ -27,12 +27,7 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(f: impl FnOnce(tower_bearer::Builder) -> tower_bearer::Builder) -> Setup {
-    let clock = ManualClock::at_unix(1_800_000_000);
-    let idp = TestIssuer::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
+    let (clock, idp) = common::issuer_on_a_manual_clock().await;
     let builder = BearerAuthLayer::builder()
         .issuer(idp.issuer())
         .audience(idp.audience())

@@ -1,12 +1,14 @@
 //! What the crate logs: never a token, and no URL with credentials in its
 //! userinfo or query string.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tower_bearer::testing::{EndpointFault, TestIssuer};
-use tower_bearer::{BearerAuthLayer, ManualClock};
+use tower_bearer::BearerAuthLayer;
+use tower_bearer::testing::EndpointFault;
 
 /// Everything logged at any level while it is the default subscriber.
 #[derive(Clone, Default)]
@@ -40,12 +42,7 @@ async fn logged_urls_carry_no_userinfo_or_query_and_tokens_are_never_logged() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let clock = ManualClock::at_unix(1_800_000_000);
-    let idp = TestIssuer::builder()
-        .clock(clock.clone())
-        .start()
-        .await
-        .unwrap();
+    let (clock, idp) = common::issuer_on_a_manual_clock().await;
     let jwks = idp
         .jwks_uri()
         .replace("http://", "http://operator:pa55word@")

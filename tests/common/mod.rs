@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, TokenError};
+use tower_bearer::{Algorithm, AuthError, BearerAuthLayer, ManualClock, TokenError};
 
 pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -28,6 +28,18 @@ pub fn assemble(header: &Value, claims: &Value, sig: &[u8]) -> String {
 /// The decoded claims of a compact JWS.
 pub fn claims_of(token: &str) -> Value {
     serde_json::from_slice(&unb64(token.split('.').nth(1).unwrap())).unwrap()
+}
+
+/// A clock at a fixed instant, and an issuer whose tokens' `iat` and
+/// `exp` follow it.
+pub async fn issuer_on_a_manual_clock() -> (ManualClock, TestIssuer) {
+    let clock = ManualClock::at_unix(1_800_000_000);
+    let idp = TestIssuer::builder()
+        .clock(clock.clone())
+        .start()
+        .await
+        .unwrap();
+    (clock, idp)
 }
 
 /// A validator for `idp`'s tokens, keys by discovery.
