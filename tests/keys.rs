@@ -181,12 +181,7 @@ async fn max_age_is_honoured_within_its_clamp() {
         (Some("max-age=9999999"), 86_400),
         (Some("no-store"), 60),
     ] {
-        let clock = ManualClock::at_unix(1_800_000_000);
-        let idp = TestIssuer::builder()
-            .clock(clock.clone())
-            .start()
-            .await
-            .unwrap();
+        let (clock, idp) = common::issuer_on_a_manual_clock().await;
         idp.set_jwks_cache_control(cache_control);
         let auth = BearerAuthLayer::builder()
             .issuer(idp.issuer())
