@@ -5,8 +5,8 @@
 //! runtime state (key store, caches, counters) beside the configuration.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use crate::cache::TokenCache;
@@ -42,8 +42,9 @@ pub struct BearerAuthLayer<M = LocalOnly> {
     mode: PhantomData<fn() -> M>,
 }
 
-/// The mode of a validator without introspection: every token is
-/// validated locally. See [`BearerAuthLayer`].
+/// The mode of a validator without `require_active` routes: the default,
+/// and what `.into()` turns a [`WithIntrospection`] one into (which still
+/// introspects opaque tokens). See [`BearerAuthLayer`].
 #[derive(Debug, Clone, Copy)]
 pub enum LocalOnly {}
 
@@ -175,8 +176,11 @@ impl<M> BearerAuthLayer<M> {
     }
 
     /// Fetches the issuer's keys now instead of on first use, and returns
-    /// how many usable keys were found. Call it at start-up to fail fast
-    /// on a misconfigured issuer; a static key set returns at once.
+    /// how many usable keys the issuer publishes (configured shared secrets
+    /// not counted). Call it at start-up to fail fast on a misconfigured
+    /// issuer: an error when the keys cannot be fetched, and 0 when none of
+    /// the published keys fits the algorithm allow-list. A static key set
+    /// returns at once.
     pub async fn prefetch_keys(&self) -> Result<usize, FetchError> {
         self.shared.issuer.keys.prefetch().await
     }
@@ -229,16 +233,17 @@ impl<M> BearerAuthLayer<M> {
             .issuer_for(&jws)
             .keys
             .snapshot(shared.config.clock.now());
-        let first = shared.verify(&jws, token, keys.set()).map(drop);
+        let first = shared.verify(&jws, token, keys.set()).cloned();
         let seen = keys.generation;
         drop(keys);
-        match first {
+        let key = match first {
+            Ok(key) => key,
             Err(Failure::UnknownKey | Failure::NoKeys) => {
-                shared.verify_after_refresh(&jws, token, seen).await?;
+                shared.verify_after_refresh(&jws, token, seen).await?.0
             }
-            other => other.map_err(|f| shared.refuse_failure(f))?,
-        }
-        Ok(jws.into())
+            Err(f) => return Err(shared.refuse_failure(f)),
+        };
+        Ok(Jws::verified(jws, &key))
     }
 }
 
@@ -280,10 +285,7 @@ impl Shared {
         let now = self.config.clock.now();
         let keys = self.issuer_for(&jws).keys.snapshot(now);
         match self.verify(&jws, token, keys.set()) {
-            Ok(key) => {
-                let key = Arc::downgrade(key);
-                Quick::Done(self.finish(token, jws, key, keys.set_id(), now))
-            }
+            Ok(key) => Quick::Done(self.finish(token, jws, key, keys.set_id(), now)),
             Err(Failure::UnknownKey | Failure::NoKeys) => Quick::Pending(Pending::Keys {
                 jws,
                 seen: keys.generation,
@@ -306,13 +308,13 @@ impl Shared {
                     return Err(self.refuse(TokenError::Malformed));
                 };
                 let p = introspector
-                    .check(&self.config, token, introspector.max_age())
+                    .check(&self.config, token, introspect::Use::OpaqueToken)
                     .await?;
                 self.accept(p, self.config.clock.now())
             }
             Pending::Keys { jws, seen } => {
                 let (key, set_id) = self.verify_after_refresh(&jws, token, seen).await?;
-                self.finish(token, jws, key, set_id, self.config.clock.now())
+                self.finish(token, jws, &key, set_id, self.config.clock.now())
             }
         }
     }
@@ -352,12 +354,12 @@ impl Shared {
         jws: &Parsed,
         token: &str,
         seen: u64,
-    ) -> Result<(Weak<Key>, Option<u64>), AuthError> {
+    ) -> Result<(Arc<Key>, Option<u64>), AuthError> {
         let keys = &self.issuer_for(jws).keys;
         let refresh = keys.refresh(seen).await;
         let keys = keys.snapshot(self.config.clock.now());
         match self.verify(jws, token, keys.set()) {
-            Ok(key) => Ok((Arc::downgrade(key), keys.set_id())),
+            Ok(key) => Ok((key.clone(), keys.set_id())),
             Err(Failure::NoKeys) => {
                 tracing::warn!(?refresh, "no key set available; answering 503");
                 Err(AuthError::TemporarilyUnavailable {
@@ -368,20 +370,26 @@ impl Shared {
         }
     }
 
-    /// The claims of a verified token, cached with the key that verified
-    /// it, then the last word.
+    /// The claims of a token `key` verified, cached with that key, then
+    /// the last word.
     fn finish(
         &self,
         token: &str,
         jws: Parsed,
-        key: Weak<Key>,
+        key: &Arc<Key>,
         set_id: Option<u64>,
         now: SystemTime,
     ) -> Result<Principal, AuthError> {
         let iss = self.issuer_for(&jws).iss.as_deref();
-        let p = jwt::principal(&self.config, iss, jws).map_err(|e| self.refuse(e))?;
+        let p = jwt::principal(&self.config, iss, jws, key).map_err(|e| self.refuse(e))?;
         if let Some(cache) = &self.cache {
-            cache.insert(token, p.clone(), key, set_id, unix_seconds(now));
+            cache.insert(
+                token,
+                p.clone(),
+                Arc::downgrade(key),
+                set_id,
+                unix_seconds(now),
+            );
         }
         self.accept(p, now)
     }
@@ -395,7 +403,7 @@ impl Shared {
             });
         };
         introspector
-            .check(&self.config, token, introspector.active_check_max_age())
+            .check(&self.config, token, introspect::Use::ActiveCheck)
             .await
             .map(drop)
     }

@@ -23,7 +23,7 @@ use crate::config::{
     MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
 use crate::error::AuthError;
-use crate::fetch::{FetchError, acceptable_url};
+use crate::fetch::{FetchError, acceptable_url, loggable};
 use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
 use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
 use crate::revocation::{RevocationCheck, RevocationList};
@@ -59,8 +59,8 @@ pub enum ConfigError {
     InvalidLimit(&'static str),
     /// The HTTP client could not be built.
     HttpClient(String),
-    /// Introspection is configured inconsistently, or a route needs it and
-    /// it is not configured.
+    /// Introspection is configured inconsistently (an endpoint without
+    /// client credentials).
     Introspection(&'static str),
     /// A duration setting is longer than its bound.
     TooLong {
@@ -203,7 +203,7 @@ impl<M> fmt::Debug for Builder<M> {
         f.debug_struct("Builder")
             .field("issuer", &self.s.issuer)
             .field("audiences", &self.s.audiences)
-            .field("jwks_uri", &self.s.jwks_uri)
+            .field("jwks_uri", &self.s.jwks_uri.as_deref().map(shown))
             .finish_non_exhaustive()
     }
 }
@@ -469,10 +469,13 @@ impl<M> Builder<M> {
     }
 
     /// How many calls to the introspection endpoint may be in flight at
-    /// once. A request beyond that waits for one to finish, at most the
+    /// once, for opaque tokens and, separately, for `require_active`
+    /// checks (so a flood of made-up opaque tokens cannot starve the
+    /// routes whose tokens already validated). A request beyond that waits
+    /// for one to finish, at most the
     /// [`fetch_timeout`](Self::fetch_timeout), and then gets 503 with
     /// `Retry-After`: a flood of distinct opaque tokens cannot become a
-    /// flood at the authorization server. Default: 64.
+    /// flood at the authorization server. Default: 64 each.
     pub fn introspection_concurrency(mut self, max_in_flight: usize) -> Self {
         self.s.introspection_concurrency = max_in_flight;
         self
@@ -859,7 +862,13 @@ impl<M> Builder<M> {
 /// Parses `s` and accepts it only if the URL policy does (https, or http
 /// on a loopback host).
 fn checked_url(s: &str) -> Result<Url, ConfigError> {
-    acceptable_url(s).ok_or_else(|| ConfigError::InsecureUrl(s.to_owned()))
+    acceptable_url(s).ok_or_else(|| ConfigError::InsecureUrl(shown(s)))
+}
+
+/// A configured URL as errors and `Debug` show it: without userinfo,
+/// query or fragment, which may carry credentials.
+fn shown(s: &str) -> String {
+    Url::parse(s).map_or_else(|_| "(not a URL)".to_owned(), |u| loggable(&u))
 }
 
 /// The HTTP client could not be built.

@@ -9,8 +9,9 @@
 //! itself): an active answer until the configured maximum age or the
 //! token's `exp`, whichever comes first; an inactive one for 10 s. All
 //! concurrent requests for one token share a single call, and calls in
-//! flight at once are bounded (64 by default): beyond that a request waits
-//! up to the fetch timeout for its turn. When the endpoint fails, or the
+//! flight at once are bounded (64 by default), for opaque tokens and for
+//! `require_active` checks each: beyond that a request waits up to the
+//! fetch timeout for its turn. When the endpoint fails, or the
 //! turn does not come, nothing is cached and the request fails closed with
 //! 503.
 
@@ -97,10 +98,22 @@ struct Answer {
     fetched_at: SystemTime,
 }
 
+/// Why a token is introspected: each use has its own answer age and its
+/// own bound on calls in flight, so a flood of opaque tokens cannot starve
+/// `require_active` checks of tokens that already validated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Use {
+    /// An opaque token, to be accepted at all.
+    OpaqueToken,
+    /// A `require_active` route asking whether a token is still active.
+    ActiveCheck,
+}
+
 pub(crate) struct Introspector {
     fetcher: Fetcher,
-    /// One permit per call in flight.
-    in_flight: Semaphore,
+    /// One permit per call in flight, per use.
+    opaque_slots: Semaphore,
+    active_slots: Semaphore,
     /// How long a call waits for a permit: the fetch timeout.
     queue_timeout: Duration,
     cfg: IntrospectionConfig,
@@ -137,7 +150,8 @@ impl Introspector {
             .build();
         Ok(Self {
             fetcher: Fetcher::new(timeout, max_bytes)?,
-            in_flight: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
+            opaque_slots: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
+            active_slots: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
             queue_timeout: timeout,
             cfg,
             issuer,
@@ -152,21 +166,18 @@ impl Introspector {
         self.calls.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn max_age(&self) -> Duration {
-        self.cfg.max_age
-    }
-
-    pub(crate) fn active_check_max_age(&self) -> Duration {
-        self.cfg.active_check_max_age
-    }
-
-    /// Introspects `token`, reusing an answer at most `max_age` old.
+    /// Introspects `token` for `use_`, reusing an answer as old as that
+    /// use allows.
     pub(crate) async fn check(
         &self,
         config: &Config,
         token: &str,
-        max_age: Duration,
+        use_: Use,
     ) -> Result<Principal, AuthError> {
+        let (max_age, slots) = match use_ {
+            Use::OpaqueToken => (self.cfg.max_age, &self.opaque_slots),
+            Use::ActiveCheck => (self.cfg.active_check_max_age, &self.active_slots),
+        };
         let key = digest(token);
         let now = config.clock.now();
         if let Some(answer) = self.cache.get(&key).await {
@@ -176,7 +187,7 @@ impl Introspector {
             self.cache.invalidate(&key).await;
         }
         let call = async {
-            let _permit = tokio::time::timeout(self.queue_timeout, self.in_flight.acquire())
+            let _permit = tokio::time::timeout(self.queue_timeout, slots.acquire())
                 .await
                 .map_err(|_| FetchError::Busy)?
                 .map_err(|_| FetchError::Busy)?;

@@ -114,8 +114,9 @@ where
 }
 
 pin_project! {
-    /// The response future of [`BearerAuth`] and
-    /// [`RequireScopesLayer`](crate::RequireScopesLayer).
+    /// The response future of [`BearerAuth`],
+    /// [`RequireScopes`](crate::RequireScopes) and
+    /// [`RequireActive`](crate::RequireActive).
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,

@@ -76,6 +76,17 @@ fn urls_must_be_https_unless_loopback() {
             .unwrap_err();
         assert!(matches!(e, ConfigError::InsecureUrl(_)), "{bad}: {e:?}");
     }
+    // The error names the URL without the credentials it may carry.
+    let e = base()
+        .jwks_uri("http://ops:pa55@idp.example/jwks?key=s3cret")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ConfigError::InsecureUrl("http://idp.example/jwks".into())
+    );
+    let debug = format!("{:?}", base().jwks_uri("https://ops:pa55@idp.example/jwks"));
+    assert!(!debug.contains("pa55"), "{debug}");
     for good in [
         "https://idp.example",
         "http://127.0.0.1:8080",

@@ -384,11 +384,17 @@ struct GrpcioResult {
 }
 
 /// The Python of the grpcio venv, or `None` (skipped) when it is not
-/// installed and `./scripts/test` did not ask for it.
+/// installed and `./scripts/test` did not ask for it: under
+/// `./scripts/test` (which sets `TOWER_BEARER_INTEROP`) a missing venv
+/// fails the test.
 fn grpcio_python() -> Option<std::path::PathBuf> {
     match std::env::var_os("TOWER_BEARER_GRPCIO") {
         Some(python) => Some(python.into()),
         None => {
+            assert!(
+                std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
+                "./scripts/test runs the interop tests but TOWER_BEARER_GRPCIO is unset"
+            );
             println!("skipped: grpcio not installed (./scripts/test installs it)");
             None
         }

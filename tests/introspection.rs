@@ -421,6 +421,40 @@ async fn five_hundred_distinct_opaque_tokens_at_once_never_exceed_the_bound_in_f
 }
 
 #[tokio::test]
+async fn a_flood_of_opaque_tokens_does_not_starve_require_active_checks() {
+    let s = setup_with(|b| {
+        b.introspection_concurrency(1)
+            .fetch_timeout(Duration::from_secs(1))
+    })
+    .await;
+    // Each answer takes 300 ms: five opaque tokens queued on one slot
+    // would keep a check waiting past the 1 s timeout.
+    s.idp.set_introspection_delay(Duration::from_millis(300));
+    let app = app(&s.auth);
+    let flood: Vec<String> = (0..5).map(|_| random_opaque()).collect();
+    let valid = s.idp.token().scope("read").sign();
+    let opaque = async {
+        let mut set = tokio::task::JoinSet::new();
+        for t in flood {
+            let app = app.clone();
+            set.spawn(async move { status(&app, "/documents", &t).await.0 });
+        }
+        set.join_all().await
+    };
+    let (opaque, active) = tokio::join!(opaque, status(&app, "/payments", &valid));
+    assert_eq!(
+        active.0,
+        StatusCode::OK,
+        "the active check had a slot of its own"
+    );
+    assert!(
+        opaque
+            .iter()
+            .all(|c| *c == StatusCode::UNAUTHORIZED || *c == StatusCode::SERVICE_UNAVAILABLE)
+    );
+}
+
+#[tokio::test]
 async fn a_request_that_finds_no_free_introspection_slot_in_time_gets_503() {
     let s = setup_with(|b| {
         b.introspection_concurrency(1)

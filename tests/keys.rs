@@ -408,7 +408,7 @@ async fn a_cancelled_refetch_still_counts_against_the_cooldown() {
 }
 
 #[tokio::test]
-async fn a_cached_verification_outlives_a_304_but_not_a_new_set() {
+async fn a_cached_verification_outlives_a_304_and_a_new_set_with_its_key_but_not_new_material() {
     let s = setup_with(|b| b.token_cache(100, Duration::from_secs(3600))).await;
     let token = s.idp.token().expires_in(100_000).sign();
     assert!(s.auth.validate(&token).await.is_ok());

@@ -10,7 +10,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret, ManualClock};
+use tower_bearer::{
+    AuthError, BearerAuthLayer, ClientId, ClientSecret, ConfigError, MAX_LIFETIME, ManualClock,
+};
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
@@ -200,6 +202,48 @@ proptest! {
             let token = idp.token().sign();
             let _ = rt.block_on(auth.validate(&token));
             let _ = rt.block_on(auth.validate(&token));
+        }
+    }
+
+    /// One setting at a time, the others at their defaults, so that most
+    /// cases build: then a valid token is accepted, or answered 503 when
+    /// the fetch timeout is too short to fetch the keys, never refused.
+    #[test]
+    fn any_duration_in_one_setting_builds_or_fails_and_a_valid_token_is_never_refused(
+        which in 0usize..11,
+        d in duration(),
+    ) {
+        let Fixture { rt, idp, .. } = fixture();
+        let base = || {
+            BearerAuthLayer::builder()
+                .issuer(idp.issuer())
+                .audience(idp.audience())
+                .jwks_uri(idp.jwks_uri())
+        };
+        let introspecting =
+            || base().introspection(ClientId::new("rs"), ClientSecret::new("secret"));
+        let built: Result<BearerAuthLayer, ConfigError> = match which {
+            0 => base().leeway(d).build(),
+            1 => base().fetch_timeout(d).build(),
+            2 => base().refetch_cooldown(d).build(),
+            3 => base().jwks_max_age(d).build(),
+            4 => base().jwks_max_age_range(Duration::ZERO..=d).build(),
+            5 => base().jwks_max_age_range(d..=MAX_LIFETIME).build(),
+            6 => base().max_stale(d).build(),
+            7 => base().max_token_age(d).build(),
+            8 => base().token_cache(100, d).build(),
+            9 => introspecting().introspection_max_age(d).build().map(Into::into),
+            _ => introspecting().active_check_max_age(d).build().map(Into::into),
+        };
+        if let Ok(auth) = built {
+            let token = idp.token().sign();
+            for _ in 0..2 {
+                let verdict = rt.block_on(auth.validate(&token));
+                prop_assert!(
+                    matches!(verdict, Ok(_) | Err(AuthError::TemporarilyUnavailable { .. })),
+                    "setting {which}, {d:?}: {verdict:?}"
+                );
+            }
         }
     }
 }

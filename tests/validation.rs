@@ -37,6 +37,19 @@ async fn accepts_every_asymmetric_algorithm_found_by_discovery() {
 }
 
 #[tokio::test]
+async fn the_principal_names_the_key_that_verified_it_not_the_header() {
+    let s = Setup::new().await;
+    let rs256 = s.kid(Algorithm::RS256).to_owned();
+    let claims = claims_of(&s.idp.token().sign());
+    // No kid: the one RS256 key verifies it, and is named.
+    let no_kid = s.idp.sign_raw(&json!({ "alg": "RS256" }), &claims, &rs256);
+    let p = s.auth.validate(&no_kid).await.unwrap();
+    assert_eq!(p.key_id(), Some(rs256.as_str()));
+    let jws = s.auth.verify_signature_only(&no_kid).await.unwrap();
+    assert_eq!(jws.kid.as_deref(), Some(rs256.as_str()));
+}
+
+#[tokio::test]
 async fn accepts_rs256_ps256_and_rs512_with_a_jwk_that_has_no_alg() {
     let idp = TestIssuer::start().await.unwrap();
     let kid = idp.current_kid();

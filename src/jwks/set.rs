@@ -261,6 +261,12 @@ impl KeySet {
         self.partial
     }
 
+    /// How many of its keys came from a JWK set (configured shared secrets
+    /// not counted).
+    pub(crate) fn published_len(&self) -> usize {
+        self.keys.iter().filter(|k| k.fingerprint.is_some()).count()
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()

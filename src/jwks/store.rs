@@ -65,16 +65,17 @@ pub(crate) struct KeyPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KeyHealth {
-    /// Usable keys in the current set. Zero after the issuer published a
-    /// set without a usable key: tokens are then refused (`invalid_token`)
-    /// and [`is_ready`](Self::is_ready) is false.
+    /// Usable keys in the current set, configured shared secrets included.
+    /// Zero (without secrets) after the issuer published a set without a
+    /// usable key: its tokens are then refused (`invalid_token`) and
+    /// [`is_ready`](Self::is_ready) is false.
     pub key_count: usize,
+    /// The `kid`s of those keys.
+    pub kids: Vec<String>,
     /// Keys of the last fetched set that were skipped as unusable (RSA
     /// under 2048 bits, `use` other than `sig`, an unsupported curve, …);
     /// each is logged with its reason.
     pub skipped_keys: usize,
-    /// Their `kid`s.
-    pub kids: Vec<String>,
     /// When a fetch last succeeded (a 304 counts).
     pub last_success: Option<SystemTime>,
     /// When a fetch last failed, and why.
@@ -379,13 +380,17 @@ impl KeyStore {
     }
 
     /// Fetches the key set now, regardless of cooldowns; returns how many
-    /// usable keys it holds.
+    /// usable keys the issuer publishes (configured secrets not counted).
     pub(crate) async fn prefetch(&self) -> Result<usize, FetchError> {
         let mut state = self.refresh.lock().await;
         if let Some(remote) = &self.remote {
             self.fetch(remote, &mut state, self.clock.now()).await?;
         }
-        Ok(self.current.load().as_ref().map_or(0, |l| l.set.len()))
+        Ok(self
+            .current
+            .load()
+            .as_ref()
+            .map_or(0, |l| l.set.published_len()))
     }
 
     /// One fetch, with everything that follows from its outcome: the new

@@ -67,11 +67,12 @@ pub struct Jws {
     pub payload: Vec<u8>,
 }
 
-impl From<Parsed> for Jws {
-    fn from(p: Parsed) -> Self {
+impl Jws {
+    /// `p`, which `key` verified.
+    pub(crate) fn verified(p: Parsed, key: &Key) -> Self {
         Self {
             alg: p.alg,
-            kid: p.kid.map(String::from),
+            kid: key_kid(p.kid, key).map(String::from),
             payload: p.payload,
         }
     }
@@ -149,14 +150,25 @@ impl Parsed {
     }
 }
 
-/// The claims of a token whose signature verified, for an issuer whose
-/// tokens carry `iss` (`None`: the issuer check is skipped).
+/// The claims of a token that `key` verified, for an issuer whose tokens
+/// carry `iss` (`None`: the issuer check is skipped). The principal names
+/// the key's `kid`, which a token without one, or an HMAC token, may not.
 pub(crate) fn principal(
     cfg: &Config,
     iss: Option<&str>,
     jws: Parsed,
+    key: &Key,
 ) -> Result<Principal, TokenError> {
-    principal_from_claims(cfg, iss, jws.payload, Some(jws.alg), jws.kid, true)
+    let kid = key_kid(jws.kid, key);
+    principal_from_claims(cfg, iss, jws.payload, Some(jws.alg), kid, true)
+}
+
+/// The `kid` of `key`, reusing the token's own when they are the same.
+fn key_kid(token_kid: Option<Box<str>>, key: &Key) -> Option<Box<str>> {
+    match (token_kid, key.kid()) {
+        (Some(kid), Some(k)) if *kid == *k => Some(kid),
+        (_, k) => k.map(Box::from),
+    }
 }
 
 /// Parses and checks a claim set (a JWT payload or an introspection
