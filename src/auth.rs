@@ -14,8 +14,9 @@ use crate::clock::unix_seconds;
 use crate::config::Config;
 use crate::error::{AuthError, TokenError};
 use crate::fetch::FetchError;
-use crate::introspect::{self, Introspector};
-use crate::jwks::{Key, KeyHealth, KeySet, KeyStore};
+use crate::introspect;
+use crate::issuer::{Issuer, IssuerHealth, Issuers};
+use crate::jwks::{Key, KeyHealth, KeySet};
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::revocation::RevocationCheck;
@@ -78,7 +79,7 @@ impl From<BearerAuthLayer<WithIntrospection>> for BearerAuthLayer {
 /// state that changes while it runs.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    issuer: Issuer,
+    issuers: Issuers,
     cache: Option<Arc<TokenCache>>,
     /// Every revocation check configured; any one can revoke.
     revocation: Box<[Arc<dyn RevocationCheck>]>,
@@ -86,22 +87,10 @@ pub(crate) struct Shared {
     signatures: AtomicU64,
 }
 
-/// One trusted issuer: the `iss` its tokens carry, its keys, and its
-/// introspection endpoint. A validator holds one; [`Shared::issuer_for`]
-/// is the one place a token's issuer is chosen, so that several can be
-/// held, each with its own keys, without touching the rest of the
-/// pipeline.
-pub(crate) struct Issuer {
-    /// `None` when the issuer check is explicitly skipped.
-    pub(crate) iss: Option<Box<str>>,
-    pub(crate) keys: Arc<KeyStore>,
-    pub(crate) introspector: Option<Arc<Introspector>>,
-}
-
 impl<M> std::fmt::Debug for BearerAuthLayer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BearerAuthLayer")
-            .field("issuer", &self.shared.issuer.iss)
+            .field("issuer", &self.shared.issuers.first_iss())
             .field("optional", &self.optional)
             .finish_non_exhaustive()
     }
@@ -128,21 +117,26 @@ pub(crate) enum Quick {
 pub(crate) enum Pending {
     /// An opaque token, for the introspection endpoint.
     Introspect,
-    /// A JWS whose key the set of generation `seen` lacks (or no set yet).
-    Keys { jws: Parsed, seen: u64 },
+    /// A JWS whose key the set of generation `seen` of its issuer lacks
+    /// (or no set yet).
+    Keys {
+        jws: Parsed,
+        issuer: Arc<Issuer>,
+        seen: u64,
+    },
 }
 
 impl<M> BearerAuthLayer<M> {
     pub(crate) fn new(
         config: Config,
-        issuer: Issuer,
+        issuers: Issuers,
         cache: Option<Arc<TokenCache>>,
         revocation: Box<[Arc<dyn RevocationCheck>]>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 config,
-                issuer,
+                issuers,
                 cache,
                 revocation,
                 signatures: AtomicU64::new(0),
@@ -168,33 +162,54 @@ impl<M> BearerAuthLayer<M> {
             signatures_verified: self.shared.signatures.load(Ordering::Relaxed),
             introspection_calls: self
                 .shared
-                .issuer
-                .introspector
-                .as_ref()
-                .map_or(0, |i| i.calls()),
+                .issuers
+                .known()
+                .iter()
+                .filter_map(|i| i.introspector.as_ref())
+                .map(|i| i.calls())
+                .sum(),
         }
     }
 
-    /// Fetches the issuer's keys now instead of on first use, and returns
-    /// how many usable keys the issuer publishes (configured shared secrets
-    /// not counted). Call it at start-up to fail fast on a misconfigured
-    /// issuer: an error when the keys cannot be fetched, and 0 when none of
-    /// the published keys fits the algorithm allow-list. A static key set
-    /// returns at once.
+    /// Fetches the keys of every configured issuer now instead of on first
+    /// use (and the shared key set of each template that has one; a
+    /// template's tenants are found on first use), and returns the fewest
+    /// usable keys any of them publishes (configured shared secrets not
+    /// counted). Call it at start-up to fail fast on a misconfigured
+    /// issuer: an error when some issuer's keys cannot be fetched, and 0
+    /// when one publishes none that fits its algorithm allow-list. A
+    /// static key set returns at once.
     pub async fn prefetch_keys(&self) -> Result<usize, FetchError> {
-        self.shared.issuer.keys.prefetch().await
+        let mut fewest = None::<usize>;
+        for keys in self.shared.issuers.configured_keys() {
+            let n = keys.prefetch().await?;
+            fewest = Some(fewest.map_or(n, |f| f.min(n)));
+        }
+        Ok(fewest.unwrap_or(0))
     }
 
-    /// The state of the issuer's keys now: count, last fetch, last error,
-    /// expiry. Serve it from a readiness probe.
+    /// The state of the first configured issuer's keys now (the only
+    /// issuer's, usually): count, last fetch, last error, expiry. Serve it
+    /// from a readiness probe; with several issuers, see
+    /// [`issuers_key_health`](Self::issuers_key_health).
     pub fn key_health(&self) -> KeyHealth {
-        self.shared.issuer.keys.health().borrow().clone()
+        self.watch_key_health().borrow().clone()
+    }
+
+    /// The state of every issuer's keys: each configured issuer, in the
+    /// order configured, then every tenant a template has made, by tenant.
+    /// Issuers that share a key store report the same keys.
+    pub fn issuers_key_health(&self) -> Vec<IssuerHealth> {
+        self.shared.issuers.health()
     }
 
     /// A receiver that sees every change of [`key_health`](Self::key_health):
     /// each fetch, successful or not.
     pub fn watch_key_health(&self) -> tokio::sync::watch::Receiver<KeyHealth> {
-        self.shared.issuer.keys.health()
+        match self.shared.issuers.configured_keys().first() {
+            Some(keys) => keys.health(),
+            None => tokio::sync::watch::channel(KeyHealth::default()).1,
+        }
     }
 
     /// Validates a token: signature, header and claims, fetching keys if
@@ -210,11 +225,14 @@ impl<M> BearerAuthLayer<M> {
     /// Not part of the supported API: for fuzzing the answer parser.
     #[doc(hidden)]
     pub fn parse_introspection_answer(&self, body: &[u8]) -> Result<Principal, AuthError> {
-        let iss = self.shared.issuer.iss.as_deref();
-        match introspect::parse_answer(&self.shared.config, iss, body.to_vec()) {
+        let shared = &self.shared;
+        let Some(issuer) = shared.issuers.opaque().first() else {
+            return Err(AuthError::InvalidToken(TokenError::Malformed));
+        };
+        match introspect::parse_answer(&shared.config, &issuer.rules, body.to_vec()) {
             Ok(verdict) => verdict.map_err(AuthError::InvalidToken),
             Err(_) => Err(AuthError::TemporarilyUnavailable {
-                retry_after: self.shared.issuer.keys.cooldown(),
+                retry_after: issuer.keys.cooldown(),
             }),
         }
     }
@@ -229,19 +247,20 @@ impl<M> BearerAuthLayer<M> {
     pub async fn verify_signature_only(&self, token: &str) -> Result<Jws, AuthError> {
         let shared = &self.shared;
         let jws = jwt::parse(&shared.config, token).map_err(|e| shared.refuse(e))?;
-        let keys = shared
-            .issuer_for(&jws)
-            .keys
-            .snapshot(shared.config.clock.now());
+        let issuer = shared.issuer_for(&jws)?;
+        let keys = issuer.keys.snapshot(shared.config.clock.now());
         let first = shared.verify(&jws, token, keys.set()).cloned();
         let seen = keys.generation;
         drop(keys);
         let key = match first {
             Ok(key) => key,
             Err(Failure::UnknownKey | Failure::NoKeys) => {
-                shared.verify_after_refresh(&jws, token, seen).await?.0
+                shared
+                    .verify_after_refresh(&jws, &issuer, token, seen)
+                    .await?
+                    .0
             }
-            Err(f) => return Err(shared.refuse_failure(f)),
+            Err(f) => return Err(shared.refuse_failure(f, &issuer)),
         };
         Ok(Jws::verified(jws, &key))
     }
@@ -254,13 +273,11 @@ impl Shared {
     pub(crate) fn validate_cached(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
-        // The issuer whose keys verified the cached token: with one issuer,
-        // the only one.
-        let keys = self.issuer.keys.snapshot(now);
-        let p = cache.get(token, &keys, unix_seconds(now))?;
+        let hit = cache.get(token, now)?;
+        let p = hit.principal();
         Some(
-            match jwt::check_time_claims(&self.config, p.claims(), unix_seconds(now)) {
-                Ok(()) => self.accept(p, now),
+            match jwt::check_time_claims(&hit.issuer().rules, p.claims(), unix_seconds(now)) {
+                Ok(()) => self.accept(p.clone(), now),
                 Err(e) => {
                     cache.invalidate(token);
                     Err(self.refuse(e))
@@ -275,22 +292,27 @@ impl Shared {
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
-        if self.issuer.introspector.is_some() && !introspect::is_jws_shaped(token) {
+        if !self.issuers.opaque().is_empty() && !introspect::is_jws_shaped(token) {
             return Quick::Pending(Pending::Introspect);
         }
         let jws = match jwt::parse(&self.config, token) {
             Ok(jws) => jws,
             Err(e) => return Quick::Done(Err(self.refuse(e))),
         };
+        let issuer = match self.issuer_for(&jws) {
+            Ok(issuer) => issuer,
+            Err(e) => return Quick::Done(Err(e)),
+        };
         let now = self.config.clock.now();
-        let keys = self.issuer_for(&jws).keys.snapshot(now);
+        let keys = issuer.keys.snapshot(now);
         match self.verify(&jws, token, keys.set()) {
-            Ok(key) => Quick::Done(self.finish(token, jws, key, keys.set_id(), now)),
-            Err(Failure::UnknownKey | Failure::NoKeys) => Quick::Pending(Pending::Keys {
-                jws,
-                seen: keys.generation,
-            }),
-            Err(f) => Quick::Done(Err(self.refuse_failure(f))),
+            Ok(key) => Quick::Done(self.finish(token, jws, &issuer, key, keys.set_id(), now)),
+            Err(Failure::UnknownKey | Failure::NoKeys) => {
+                let seen = keys.generation;
+                drop(keys);
+                Quick::Pending(Pending::Keys { jws, issuer, seen })
+            }
+            Err(f) => Quick::Done(Err(self.refuse_failure(f, &issuer))),
         }
     }
 
@@ -303,20 +325,46 @@ impl Shared {
     ) -> Result<Principal, AuthError> {
         match pending {
             Pending::Introspect => {
-                // An opaque token names no issuer: the one that introspects.
-                let Some(introspector) = &self.issuer.introspector else {
-                    return Err(self.refuse(TokenError::Malformed));
-                };
-                let p = introspector
-                    .check(&self.config, token, introspect::Use::OpaqueToken)
-                    .await?;
+                let p = self.introspect_opaque(token).await?;
                 self.accept(p, self.config.clock.now())
             }
-            Pending::Keys { jws, seen } => {
-                let (key, set_id) = self.verify_after_refresh(&jws, token, seen).await?;
-                self.finish(token, jws, &key, set_id, self.config.clock.now())
+            Pending::Keys { jws, issuer, seen } => {
+                let (key, set_id) = self
+                    .verify_after_refresh(&jws, &issuer, token, seen)
+                    .await?;
+                self.finish(token, jws, &issuer, &key, set_id, self.config.clock.now())
             }
         }
+    }
+
+    /// An opaque token names no issuer: it is introspected at each issuer
+    /// configured for opaque tokens, in order, and the first that calls
+    /// it active accepts it. When none does, a refusal, unless one of them
+    /// could not answer: then 503, as it may have been that one's token.
+    async fn introspect_opaque(&self, token: &str) -> Result<Principal, AuthError> {
+        let mut verdict = Err(self.refuse(TokenError::Malformed));
+        for issuer in self.issuers.opaque() {
+            let Some(introspector) = &issuer.introspector else {
+                continue;
+            };
+            match introspector
+                .check(
+                    &self.config,
+                    &issuer.rules,
+                    token,
+                    introspect::Use::OpaqueToken,
+                )
+                .await
+            {
+                Ok(p) => return Ok(p),
+                Err(e @ AuthError::TemporarilyUnavailable { .. }) => verdict = Err(e),
+                Err(e) if !matches!(verdict, Err(AuthError::TemporarilyUnavailable { .. })) => {
+                    verdict = Err(e);
+                }
+                Err(_) => {}
+            }
+        }
+        verdict
     }
 
     /// The whole pipeline, for [`BearerAuthLayer::validate`]: each stage once.
@@ -328,6 +376,20 @@ impl Shared {
             Quick::Done(verdict) => verdict,
             Quick::Pending(pending) => self.resume(token, pending).await,
         }
+    }
+
+    /// The issuer whose keys must have signed `jws`: chosen by its
+    /// unverified `iss`, with its own algorithm allow-list. An `iss` no
+    /// configured issuer has is refused here, before any fetch.
+    fn issuer_for(&self, jws: &Parsed) -> Result<Arc<Issuer>, AuthError> {
+        let issuer = self
+            .issuers
+            .choose(jws)
+            .ok_or_else(|| self.refuse(TokenError::WrongIssuer))?;
+        if !issuer.rules.algorithms.contains(&jws.alg()) {
+            return Err(self.refuse(TokenError::AlgorithmNotAllowed));
+        }
+        Ok(issuer)
     }
 
     /// The key of `keys` that signed `jws`, counting the signature check.
@@ -346,18 +408,18 @@ impl Shared {
         }
     }
 
-    /// Refreshes the key set that generation `seen` was (single-flight,
-    /// cooldown) and verifies `jws` with the set that follows; returns the
-    /// key and the id of its set.
+    /// Refreshes the `issuer`'s key set that generation `seen` was
+    /// (single-flight, cooldown) and verifies `jws` with the set that
+    /// follows; returns the key and the id of its set.
     async fn verify_after_refresh(
         &self,
         jws: &Parsed,
+        issuer: &Issuer,
         token: &str,
         seen: u64,
     ) -> Result<(Arc<Key>, Option<u64>), AuthError> {
-        let keys = &self.issuer_for(jws).keys;
-        let refresh = keys.refresh(seen).await;
-        let keys = keys.snapshot(self.config.clock.now());
+        let refresh = issuer.keys.refresh(seen).await;
+        let keys = issuer.keys.snapshot(self.config.clock.now());
         match self.verify(jws, token, keys.set()) {
             Ok(key) => Ok((key.clone(), keys.set_id())),
             Err(Failure::NoKeys) => {
@@ -366,26 +428,28 @@ impl Shared {
                     retry_after: refresh.retry_after(),
                 })
             }
-            Err(f) => Err(self.refuse_failure(f)),
+            Err(f) => Err(self.refuse_failure(f, issuer)),
         }
     }
 
-    /// The claims of a token `key` verified, cached with that key, then
-    /// the last word.
+    /// The claims of a token `key` of `issuer` verified, checked with that
+    /// issuer's rules and cached with that key, then the last word.
     fn finish(
         &self,
         token: &str,
         jws: Parsed,
+        issuer: &Arc<Issuer>,
         key: &Arc<Key>,
         set_id: Option<u64>,
         now: SystemTime,
     ) -> Result<Principal, AuthError> {
-        let iss = self.issuer_for(&jws).iss.as_deref();
-        let p = jwt::principal(&self.config, iss, jws, key).map_err(|e| self.refuse(e))?;
+        let p =
+            jwt::principal(&self.config, &issuer.rules, jws, key).map_err(|e| self.refuse(e))?;
         if let Some(cache) = &self.cache {
             cache.insert(
                 token,
                 p.clone(),
+                issuer.clone(),
                 Arc::downgrade(key),
                 set_id,
                 unix_seconds(now),
@@ -394,16 +458,25 @@ impl Shared {
         self.accept(p, now)
     }
 
-    /// Asks the authorization server whether `token` is still active,
-    /// reusing an answer a few seconds old (for `require_active` routes).
-    pub(crate) async fn check_active(&self, token: &str) -> Result<(), AuthError> {
-        let Some(introspector) = &self.issuer.introspector else {
-            return Err(AuthError::TemporarilyUnavailable {
-                retry_after: self.issuer.keys.cooldown(),
-            });
+    /// Asks the authorization server of the issuer that accepted `p`
+    /// whether `token` is still active, reusing an answer a few seconds
+    /// old (for `require_active` routes). An issuer without introspection
+    /// cannot say, so its tokens are refused there.
+    pub(crate) async fn check_active(&self, p: &Principal, token: &str) -> Result<(), AuthError> {
+        let issuer = self.issuers.of(p);
+        let Some((issuer, introspector)) = issuer
+            .as_ref()
+            .and_then(|i| Some((i, i.introspector.as_ref()?)))
+        else {
+            return Err(self.refuse(TokenError::WrongIssuer));
         };
         introspector
-            .check(&self.config, token, introspect::Use::ActiveCheck)
+            .check(
+                &self.config,
+                &issuer.rules,
+                token,
+                introspect::Use::ActiveCheck,
+            )
             .await
             .map(drop)
     }
@@ -420,17 +493,12 @@ impl Shared {
         Ok(p)
     }
 
-    /// The issuer whose keys must have signed `jws`.
-    fn issuer_for(&self, _jws: &Parsed) -> &Issuer {
-        &self.issuer
-    }
-
-    fn refuse_failure(&self, f: Failure) -> AuthError {
+    fn refuse_failure(&self, f: Failure, issuer: &Issuer) -> AuthError {
         match f {
             Failure::Token(e) => self.refuse(e),
             Failure::UnknownKey => self.refuse(TokenError::UnknownKey),
             Failure::NoKeys => AuthError::TemporarilyUnavailable {
-                retry_after: self.issuer.keys.cooldown(),
+                retry_after: issuer.keys.cooldown(),
             },
         }
     }

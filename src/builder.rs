@@ -12,20 +12,25 @@ use http::Response;
 use url::Url;
 
 use crate::alg::Algorithm;
-use crate::auth::{BearerAuthLayer, Issuer, LocalOnly, WithIntrospection};
+use crate::auth::{BearerAuthLayer, LocalOnly, WithIntrospection};
 use crate::cache::TokenCache;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     Config, DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT, DEFAULT_INTROSPECTION_CONCURRENCY,
     DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
-    DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL,
-    DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT, MAX_JWKS_MAX_AGE, MAX_LEEWAY,
-    MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE, TokenTypePolicy,
+    DEFAULT_MAX_TENANTS, DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES,
+    DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
+    MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE,
+    TokenTypePolicy,
 };
-use crate::error::AuthError;
-use crate::fetch::{FetchError, acceptable_url, loggable};
+use crate::error::{AuthError, Refusal};
+use crate::fetch::{FetchError, Fetcher, acceptable_url, loggable};
 use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
-use crate::jwks::{JwksError, KeyPolicy, KeySet, KeyStore, Source};
+use crate::issuer::{Issuer, Issuers, KeysFrom, TENANT, Template, TrustedIssuer, is_tenant};
+use crate::jwks::store::Sharing;
+use crate::jwks::{FetchBudget, JwksError, KeyPolicy, KeySet, KeyStore, Source, StorePool};
+use crate::jwt::claims::{ClaimPath, Principal};
+use crate::jwt::{ClaimsValidator, Rules};
 use crate::revocation::{RevocationCheck, RevocationList};
 
 /// A configuration mistake found by [`Builder::build`].
@@ -62,6 +67,14 @@ pub enum ConfigError {
     /// Introspection is configured inconsistently (an endpoint without
     /// client credentials).
     Introspection(&'static str),
+    /// The trusted issuers are configured inconsistently: the same issuer
+    /// twice, a malformed template, a key source or introspection
+    /// endpoint given for all of several issuers, or several issuers for
+    /// opaque tokens without saying which.
+    Issuers(&'static str),
+    /// A role claim path is empty, too deep, or names a claim this crate
+    /// reads for something else (`iss`, `aud`, `scope`, …).
+    RoleClaim(&'static str),
     /// A duration setting is longer than its bound.
     TooLong {
         /// The builder method.
@@ -94,7 +107,8 @@ impl fmt::Display for ConfigError {
             Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
             Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
             Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
-            Self::Introspection(why) => f.write_str(why),
+            Self::Introspection(why) | Self::Issuers(why) => f.write_str(why),
+            Self::RoleClaim(why) => write!(f, "role claim: {why}"),
             Self::TooLong { setting, max } => {
                 write!(f, "{setting} must be at most {}", human(*max))
             }
@@ -196,6 +210,12 @@ struct Settings {
     realm: Option<String>,
     cookie: Option<String>,
     responder: Option<ErrorResponder>,
+    /// The issuers added with `trusted_issuer`, after `issuer`'s.
+    issuers: Vec<TrustedIssuer>,
+    role_claims: Vec<ClaimPath>,
+    validators: Vec<ClaimsValidator>,
+    allowed_clients: Option<Vec<String>>,
+    max_tenants: u64,
 }
 
 impl<M> fmt::Debug for Builder<M> {
@@ -204,6 +224,7 @@ impl<M> fmt::Debug for Builder<M> {
             .field("issuer", &self.s.issuer)
             .field("audiences", &self.s.audiences)
             .field("jwks_uri", &self.s.jwks_uri.as_deref().map(shown))
+            .field("trusted_issuers", &self.s.issuers)
             .finish_non_exhaustive()
     }
 }
@@ -241,6 +262,11 @@ impl Default for Builder {
             realm: None,
             cookie: None,
             responder: None,
+            issuers: Vec::new(),
+            role_claims: Vec::new(),
+            validators: Vec::new(),
+            allowed_clients: None,
+            max_tenants: DEFAULT_MAX_TENANTS,
         })
     }
 }
@@ -258,9 +284,93 @@ impl<M> Builder<M> {
     /// The issuer: `iss` must equal it exactly (case-sensitive, no
     /// normalisation of trailing slashes), and keys are found through its
     /// discovery document unless [`jwks_uri`](Self::jwks_uri) or
-    /// [`jwks_json`](Self::jwks_json) is given. Required.
+    /// [`jwks_json`](Self::jwks_json) is given. It may be a template with
+    /// a `{tenant}` part, as [`TrustedIssuer::new`] says. An issuer (this
+    /// one, or one from [`trusted_issuer`](Self::trusted_issuer)) is
+    /// required. Calling it again replaces the issuer set before.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.s.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Another trusted issuer, with settings of its own; every setting it
+    /// does not give is this builder's. Tokens are verified with the keys
+    /// of the issuer their `iss` names, and only those: a token whose
+    /// `iss` names no trusted issuer is refused (401 `invalid_token`)
+    /// without any fetch. May be called several times; see
+    /// [`TrustedIssuer`] for templates and presets.
+    ///
+    /// With several issuers, [`jwks_uri`](Self::jwks_uri),
+    /// [`jwks_json`](Self::jwks_json) and
+    /// [`introspection_endpoint`](Self::introspection_endpoint) belong to
+    /// one issuer each: give them on its `TrustedIssuer`.
+    pub fn trusted_issuer(mut self, issuer: TrustedIssuer) -> Self {
+        self.s.issuers.push(issuer);
+        self
+    }
+
+    /// How many tenants each issuer template holds at once: 1 000. Older
+    /// ones are dropped from a bounded cache (and made again on their next
+    /// token); fetching a tenant's keys on request is allowed once per
+    /// [`refetch_cooldown`](Self::refetch_cooldown) per tenant, and for at
+    /// most this many tenants per cooldown in all, so a flood of made-up
+    /// tenants costs bounded memory and bounded fetches (beyond that, 503
+    /// with `Retry-After`).
+    pub fn max_tenants(mut self, max: u64) -> Self {
+        self.s.max_tenants = max;
+        self
+    }
+
+    /// Where tokens carry roles (or groups, or permissions), read into
+    /// [`Principal::roles`] for
+    /// [`require_all_roles`](BearerAuthLayer::require_all_roles) and
+    /// [`require_any_role`](BearerAuthLayer::require_any_role). Each path
+    /// holds a space-separated string or an array of strings; roles from
+    /// every path are read, at most
+    /// [`Limits::max_roles`](crate::Limits::max_roles). A value of another
+    /// shape refuses the token. Default: none. Presets:
+    /// [`ClaimPath::keycloak_realm_roles`],
+    /// [`ClaimPath::keycloak_client_roles`], [`ClaimPath::entra_roles`],
+    /// [`ClaimPath::auth0_permissions`].
+    pub fn role_claims(mut self, paths: impl IntoIterator<Item = ClaimPath>) -> Self {
+        self.s.role_claims = paths.into_iter().collect();
+        self
+    }
+
+    /// A rule of yours every token must meet once its signature and
+    /// claims checked out: return `Err(Refusal::new("..."))` to refuse it
+    /// with 401 `invalid_token` and that fixed description. It runs once
+    /// per token, before the verdict is cached, so it must depend on the
+    /// claims alone. May be called several times; the rules of a
+    /// [`TrustedIssuer`] run after these.
+    ///
+    /// ```
+    /// use tower_bearer::{BearerAuthLayer, Refusal};
+    /// let builder = BearerAuthLayer::builder().claims_validator(|p| {
+    ///     match p.subject() {
+    ///         Some(sub) if !sub.starts_with("service-account-") => Ok(()),
+    ///         _ => Err(Refusal::new("service accounts are not accepted")),
+    ///     }
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn claims_validator<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Principal) -> Result<(), Refusal> + Send + Sync + 'static,
+    {
+        self.s.validators.push(Arc::new(rule));
+        self
+    }
+
+    /// Only tokens issued to these clients are accepted: `client_id`
+    /// (RFC 9068), or `azp` when it is absent, must be one of them.
+    /// Others get 401 `invalid_token`. Default: any client.
+    pub fn allowed_clients<I, S>(mut self, clients: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.s.allowed_clients = Some(clients.into_iter().map(Into::into).collect());
         self
     }
 
@@ -533,13 +643,31 @@ impl<M> Builder<M> {
         self.check_durations()?;
         self.check_limits()?;
         self.check_realm()?;
-        let issuer = self.checked_issuer()?;
-        let audiences = self.checked_audiences()?;
         let required_claims = self.required_claims()?;
-        let (algorithms, secrets) = self.algorithms_and_secrets()?;
-        let source = self.key_source(issuer.as_deref(), &algorithms, secrets)?;
-        let introspector = self.introspector(issuer.as_deref())?;
-        let keys = self.key_store(source, issuer.as_deref(), &algorithms)?;
+        let trusted = self.trusted_issuers()?;
+        let pool = Arc::new(StorePool::default());
+        let fetcher = Fetcher::new(self.s.fetch_timeout, self.s.limits.max_document_bytes)
+            .map_err(client_error)?;
+        let mut algorithms: Vec<Algorithm> = Vec::new();
+        let (mut fixed, mut templates, mut opaque) = (Vec::new(), Vec::new(), Vec::new());
+        for (ti, iss) in &trusted {
+            let recipe = self.recipe(ti, iss.as_deref(), &pool, &fetcher)?;
+            for alg in &recipe.algorithms {
+                if !algorithms.contains(alg) {
+                    algorithms.push(*alg);
+                }
+            }
+            if ti.is_template() {
+                templates.push(self.template(ti, recipe)?);
+                continue;
+            }
+            let issuer = Arc::new(recipe.make(iss.as_deref(), None)?);
+            if issuer.introspector.is_some() && ti.opaque_tokens != Some(false) {
+                opaque.push((issuer.clone(), ti.opaque_tokens == Some(true)));
+            }
+            fixed.push(issuer);
+        }
+        let opaque = opaque_issuers(opaque)?;
         let cache = self
             .s
             .token_cache
@@ -549,16 +677,8 @@ impl<M> Builder<M> {
                 list.attach(cache);
             }
         }
-        let issuer = Issuer {
-            iss: issuer.map(Box::from),
-            keys: Arc::new(keys),
-            introspector: introspector.map(Arc::new),
-        };
         let config = Config {
-            audiences,
             algorithms: algorithms.into(),
-            leeway_secs: whole_seconds(self.s.leeway),
-            max_token_age_secs: self.s.max_token_age.map(whole_seconds),
             typ: self.s.typ,
             required_claims,
             scope_claims: self.s.scope_claims.into_iter().map(Box::from).collect(),
@@ -570,10 +690,118 @@ impl<M> Builder<M> {
         };
         Ok(BearerAuthLayer::new(
             config,
-            issuer,
+            Issuers::new(fixed, templates, opaque),
             cache,
             self.s.revocation.into(),
         ))
+    }
+}
+
+/// A token whose claims name no allowed client.
+const CLIENT_NOT_ALLOWED: Refusal =
+    Refusal::new("the token was issued to a client this API does not accept");
+
+/// The issuers for opaque tokens: those chosen, in order; or, when none
+/// was, the only one that introspects.
+fn opaque_issuers(candidates: Vec<(Arc<Issuer>, bool)>) -> Result<Vec<Arc<Issuer>>, ConfigError> {
+    let chosen: Vec<Arc<Issuer>> = candidates
+        .iter()
+        .filter(|(_, chosen)| *chosen)
+        .map(|(i, _)| i.clone())
+        .collect();
+    match (chosen.is_empty(), candidates.len()) {
+        (false, _) => Ok(chosen),
+        (true, 0 | 1) => Ok(candidates.into_iter().map(|(i, _)| i).collect()),
+        (true, _) => Err(ConfigError::Issuers(
+            "several issuers introspect: say which take opaque tokens with TrustedIssuer::opaque_tokens",
+        )),
+    }
+}
+
+/// Everything that makes one issuer: its rules, where its keys come
+/// from, and its introspection, with every builder-wide setting it did
+/// not override filled in. A template keeps it to make each tenant's
+/// issuer on first use.
+struct Recipe {
+    audiences: Option<Box<[Box<str>]>>,
+    algorithms: Vec<Algorithm>,
+    leeway_secs: i64,
+    max_token_age_secs: Option<i64>,
+    roles: Box<[ClaimPath]>,
+    tenant_claim: Option<Box<str>>,
+    validators: Box<[ClaimsValidator]>,
+    keys: RecipeKeys,
+    introspection: Option<IntrospectionConfig>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    policy: KeyPolicy,
+    fetcher: Fetcher,
+    timeout: Duration,
+    pool: Arc<StorePool>,
+    budget: Option<Arc<FetchBudget>>,
+}
+
+enum RecipeKeys {
+    /// Made when the recipe was: static, or a JWKS URL.
+    Store(Arc<KeyStore>),
+    /// Found by the issuer's discovery, with the configured secrets.
+    Discover(KeySet),
+}
+
+impl Recipe {
+    /// The issuer `iss` (`None`: the issuer check skipped), or a
+    /// template's for `tenant`.
+    fn make(&self, iss: Option<&str>, tenant: Option<&str>) -> Result<Issuer, ConfigError> {
+        let keys = match &self.keys {
+            RecipeKeys::Store(store) => store.clone(),
+            RecipeKeys::Discover(secrets) => {
+                let url = checked_url(iss.ok_or(ConfigError::NoKeySource)?)?;
+                let sharing = Sharing {
+                    pool: Some(self.pool.clone()),
+                    budget: self.budget.clone().zip(tenant.map(Box::from)),
+                };
+                KeyStore::new(
+                    Source::Discovery(url, secrets.clone()),
+                    iss.map(str::to_owned),
+                    self.algorithms.clone(),
+                    self.limits.clone(),
+                    self.clock.clone(),
+                    self.policy.clone(),
+                    &self.fetcher,
+                    sharing,
+                )
+            }
+        };
+        let introspector = match &self.introspection {
+            None => None,
+            Some(cfg) => {
+                let discovery = iss
+                    .map(|iss| Ok::<_, ConfigError>((checked_url(iss)?, iss.to_owned())))
+                    .transpose()?;
+                if cfg.endpoint.is_none() && discovery.is_none() {
+                    return Err(ConfigError::NoKeySource);
+                }
+                let introspector =
+                    Introspector::new(cfg.clone(), discovery, &self.fetcher, self.timeout);
+                Some(Arc::new(introspector))
+            }
+        };
+        let rules = Rules {
+            iss: iss.map(Box::from),
+            audiences: self.audiences.clone(),
+            algorithms: self.algorithms.clone().into(),
+            leeway_secs: self.leeway_secs,
+            max_token_age_secs: self.max_token_age_secs,
+            roles: self.roles.clone(),
+            tenant: self.tenant_claim.clone().zip(tenant.map(Box::from)),
+            validators: self.validators.clone(),
+        };
+        Ok(Issuer {
+            rules,
+            keys,
+            introspector,
+            tenant: tenant.map(Box::from),
+        })
     }
 }
 
@@ -588,6 +816,8 @@ impl<M> Builder<M> {
             (l.max_header_members, "max_header_members"),
             (l.max_audiences, "max_audiences"),
             (l.max_scopes, "max_scopes"),
+            (l.max_roles, "max_roles"),
+            (l.max_tenant_bytes, "max_tenant_bytes"),
             (l.max_jwks_keys, "max_jwks_keys"),
             (l.max_document_bytes, "max_document_bytes"),
         ] {
@@ -627,32 +857,245 @@ impl<M> Builder<M> {
         }
     }
 
-    /// The issuer, or `None` when its check is explicitly skipped.
-    fn checked_issuer(&self) -> Result<Option<String>, ConfigError> {
-        match (&self.s.issuer, self.s.skip_issuer) {
-            (Some(i), _) if i.is_empty() => Err(ConfigError::EmptyValue("issuer")),
-            (Some(i), _) => Ok(Some(i.clone())),
-            (None, true) => Ok(None),
-            (None, false) => Err(ConfigError::MissingIssuer),
+    /// Every trusted issuer with its `iss` (`None` when the issuer check
+    /// is explicitly skipped): `issuer`'s first, then `trusted_issuer`'s.
+    /// The builder-wide key source and introspection endpoint go to the
+    /// only issuer; with several they are a mistake.
+    fn trusted_issuers(&self) -> Result<Vec<(TrustedIssuer, Option<String>)>, ConfigError> {
+        let mut all: Vec<TrustedIssuer> = Vec::new();
+        if let Some(iss) = &self.s.issuer {
+            all.push(TrustedIssuer::new(iss.clone()));
         }
+        all.extend(self.s.issuers.iter().cloned());
+        let keys = match (&self.s.static_jwks, &self.s.jwks_uri) {
+            (Some(json), _) => Some(KeysFrom::Json(json.clone())),
+            (None, Some(uri)) => Some(KeysFrom::JwksUri(uri.clone())),
+            (None, None) => None,
+        };
+        let endpoint = &self.s.introspection_endpoint;
+        if all.len() > 1 && (keys.is_some() || endpoint.is_some()) {
+            return Err(ConfigError::Issuers(
+                "with several issuers, give jwks_uri, jwks_json and introspection_endpoint on each TrustedIssuer",
+            ));
+        }
+        if all.is_empty() {
+            if !self.s.skip_issuer {
+                return Err(ConfigError::MissingIssuer);
+            }
+            all.push(TrustedIssuer::new(String::new()));
+        }
+        if let [only] = all.as_mut_slice() {
+            only.keys = only.keys.take().or(keys);
+            only.introspection_endpoint = only.introspection_endpoint.take().or(endpoint.clone());
+        }
+        for (i, ti) in all.iter().enumerate() {
+            if ti.iss.is_empty() && !self.s.skip_issuer {
+                return Err(ConfigError::EmptyValue("issuer"));
+            }
+            if !ti.is_template() && ti.iss.contains(['{', '}']) {
+                return Err(ConfigError::Issuers(
+                    "an issuer holds no braces; a template holds one {tenant}",
+                ));
+            }
+            if all[..i].iter().any(|other| other.iss == ti.iss) {
+                return Err(ConfigError::Issuers("the same issuer is trusted twice"));
+            }
+        }
+        Ok(all
+            .into_iter()
+            .map(|ti| {
+                let iss = (!ti.iss.is_empty()).then(|| ti.iss.clone());
+                (ti, iss)
+            })
+            .collect())
     }
 
-    /// The audiences, or `None` when their check is explicitly skipped.
-    fn checked_audiences(&self) -> Result<Option<Box<[Box<str>]>>, ConfigError> {
-        if self.s.audiences.iter().any(String::is_empty) {
+    /// What makes the issuer `ti` (whose `iss` is `iss`), with the
+    /// builder's settings where it gives none.
+    fn recipe(
+        &self,
+        ti: &TrustedIssuer,
+        iss: Option<&str>,
+        pool: &Arc<StorePool>,
+        fetcher: &Fetcher,
+    ) -> Result<Recipe, ConfigError> {
+        let audiences = self.audiences_for(ti)?;
+        let (algorithms, secrets) = self.algorithms_and_secrets(ti.algorithms.as_deref())?;
+        let leeway = ti.leeway.unwrap_or(self.s.leeway);
+        if leeway > MAX_LEEWAY {
+            return Err(ConfigError::TooLong {
+                setting: "TrustedIssuer::leeway",
+                max: MAX_LEEWAY,
+            });
+        }
+        let roles = ti
+            .role_claims
+            .clone()
+            .unwrap_or_else(|| self.s.role_claims.clone());
+        self.check_role_claims(&roles)?;
+        if ti.tenant_claim.is_some() && !ti.is_template() {
+            return Err(ConfigError::Issuers("tenant_claim is for issuer templates"));
+        }
+        let keys = match &ti.keys {
+            Some(KeysFrom::Json(json)) => RecipeKeys::Store(self.key_store(
+                Source::Static(self.static_set(json, &algorithms, &secrets)?),
+                iss,
+                &algorithms,
+                fetcher,
+            )),
+            Some(KeysFrom::JwksUri(uri)) => {
+                let url = checked_url(uri)?;
+                RecipeKeys::Store(pool.get_or_insert(&url, &algorithms, || {
+                    self.key_store(
+                        Source::Jwks(url.clone(), secrets.clone()),
+                        iss,
+                        &algorithms,
+                        fetcher,
+                    )
+                }))
+            }
+            None if iss.is_some() => RecipeKeys::Discover(secrets),
+            None if !secrets.is_empty() => RecipeKeys::Store(self.key_store(
+                Source::Static(secrets),
+                None,
+                &algorithms,
+                fetcher,
+            )),
+            None => return Err(ConfigError::NoKeySource),
+        };
+        let mut validators = self.s.validators.clone();
+        if let Some(clients) = ti
+            .allowed_clients
+            .as_ref()
+            .or(self.s.allowed_clients.as_ref())
+        {
+            let clients: Box<[Box<str>]> = clients.iter().map(|c| Box::from(c.as_str())).collect();
+            validators.push(Arc::new(move |p: &Principal| match p.client_id() {
+                Some(c) if clients.iter().any(|a| **a == *c) => Ok(()),
+                _ => Err(CLIENT_NOT_ALLOWED),
+            }));
+        }
+        validators.extend(ti.validators.iter().cloned());
+        Ok(Recipe {
+            audiences,
+            algorithms,
+            leeway_secs: whole_seconds(leeway),
+            max_token_age_secs: self.s.max_token_age.map(whole_seconds),
+            roles: roles.into(),
+            tenant_claim: ti.tenant_claim.as_deref().map(Box::from),
+            validators: validators.into(),
+            keys,
+            introspection: self.introspection_config(ti)?,
+            limits: self.s.limits.clone(),
+            clock: self.s.clock.clone(),
+            policy: self.key_policy(),
+            fetcher: fetcher.clone(),
+            timeout: self.s.fetch_timeout,
+            pool: pool.clone(),
+            budget: None,
+        })
+    }
+
+    /// An issuer template, which makes each tenant's issuer with `recipe`
+    /// on first use.
+    fn template(&self, ti: &TrustedIssuer, mut recipe: Recipe) -> Result<Template, ConfigError> {
+        let pattern = ti.iss.as_str();
+        if pattern.matches(TENANT).count() != 1 || pattern.replace(TENANT, "").contains(['{', '}'])
+        {
+            return Err(ConfigError::Issuers(
+                "an issuer template holds exactly one {tenant} and no other braces",
+            ));
+        }
+        checked_url(&pattern.replace(TENANT, "tenant"))?;
+        if ti.opaque_tokens == Some(true) {
+            return Err(ConfigError::Issuers(
+                "opaque tokens name no tenant: an issuer template cannot take them",
+            ));
+        }
+        let max_bytes = self.s.limits.max_tenant_bytes;
+        if ti
+            .tenants
+            .iter()
+            .flatten()
+            .any(|t| !is_tenant(t, max_bytes))
+        {
+            return Err(ConfigError::Issuers(
+                "a tenant is one path segment of letters, digits, -, _, . or ~",
+            ));
+        }
+        if self.s.max_tenants == 0 {
+            return Err(ConfigError::InvalidLimit("max_tenants"));
+        }
+        let per_window = usize::try_from(self.s.max_tenants).unwrap_or(usize::MAX);
+        recipe.budget = Some(Arc::new(FetchBudget::new(
+            self.s.refetch_cooldown,
+            per_window,
+        )));
+        let shared_keys = match &recipe.keys {
+            RecipeKeys::Store(store) => Some(store.clone()),
+            RecipeKeys::Discover(_) => None,
+        };
+        Ok(Template::new(
+            pattern,
+            ti.tenants.clone(),
+            max_bytes,
+            self.s.max_tenants,
+            Box::new(move |tenant, iss| recipe.make(Some(iss), Some(tenant)).ok()),
+            shared_keys,
+        ))
+    }
+
+    /// The audiences of `ti`, or the builder's; `None` when their check
+    /// is explicitly skipped.
+    fn audiences_for(&self, ti: &TrustedIssuer) -> Result<Option<Box<[Box<str>]>>, ConfigError> {
+        let given = if ti.audiences.is_empty() {
+            &self.s.audiences
+        } else {
+            &ti.audiences
+        };
+        if given.iter().any(String::is_empty) {
             return Err(ConfigError::EmptyValue("audience"));
         }
-        match (self.s.audiences.is_empty(), self.s.skip_audience) {
-            (false, _) => Ok(Some(
-                self.s
-                    .audiences
-                    .iter()
-                    .map(|a| Box::from(a.as_str()))
-                    .collect(),
-            )),
+        match (given.is_empty(), self.s.skip_audience) {
+            (false, _) => Ok(Some(given.iter().map(|a| Box::from(a.as_str())).collect())),
             (true, true) => Ok(None),
             (true, false) => Err(ConfigError::MissingAudience),
         }
+    }
+
+    /// Role paths that can be read: given, not deeper than the JSON
+    /// depth limit (nor 8), and not a claim read for something else.
+    fn check_role_claims(&self, paths: &[ClaimPath]) -> Result<(), ConfigError> {
+        const RESERVED: [&str; 9] = [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "nbf",
+            "iat",
+            "jti",
+            "client_id",
+            "azp",
+        ];
+        for path in paths {
+            if path.depth() == 0 || path.segments().any(str::is_empty) {
+                return Err(ConfigError::RoleClaim(
+                    "a path is empty or has an empty name",
+                ));
+            }
+            if path.depth() > self.s.limits.max_json_depth.min(8) {
+                return Err(ConfigError::RoleClaim(
+                    "a path is deeper than 8 or the JSON depth limit",
+                ));
+            }
+            let head = path.head().unwrap_or_default();
+            if RESERVED.contains(&head) || self.s.scope_claims.iter().any(|s| s == head) {
+                return Err(ConfigError::RoleClaim(
+                    "a path starts at a registered or scope claim",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Required claims without repeats, with RFC 9068's in its mode.
@@ -681,12 +1124,14 @@ impl<M> Builder<M> {
 
     /// The allow-list, with each configured secret's algorithm added, and
     /// the secrets as keys.
-    fn algorithms_and_secrets(&self) -> Result<(Vec<Algorithm>, KeySet), ConfigError> {
-        let mut algorithms = self
-            .s
-            .algorithms
-            .clone()
-            .unwrap_or_else(|| Algorithm::DEFAULT_ALLOWED.to_vec());
+    fn algorithms_and_secrets(
+        &self,
+        issuer_algorithms: Option<&[Algorithm]>,
+    ) -> Result<(Vec<Algorithm>, KeySet), ConfigError> {
+        let mut algorithms = issuer_algorithms
+            .or(self.s.algorithms.as_deref())
+            .unwrap_or(&Algorithm::DEFAULT_ALLOWED)
+            .to_vec();
         let mut secrets = KeySet::default();
         for (alg, secret) in &self.s.secrets {
             let min = match alg {
@@ -723,36 +1168,33 @@ impl<M> Builder<M> {
         Ok((algorithms, secrets))
     }
 
-    /// Where keys come from: a static set, a JWKS URL, or discovery.
-    fn key_source(
+    /// A static JWKS with the configured secrets added.
+    fn static_set(
         &self,
-        issuer: Option<&str>,
+        json: &[u8],
         algorithms: &[Algorithm],
-        secrets: KeySet,
-    ) -> Result<Source, ConfigError> {
-        Ok(if let Some(json) = &self.s.static_jwks {
-            let (mut set, _) = KeySet::parse_logged(json, algorithms, &self.s.limits, None)
-                .map_err(ConfigError::Jwks)?;
-            if set.is_empty() {
-                return Err(ConfigError::NoUsableKeys);
-            }
-            set.extend(&secrets);
-            Source::Static(set)
-        } else if let Some(uri) = &self.s.jwks_uri {
-            Source::Jwks(checked_url(uri)?, secrets)
-        } else if let Some(issuer) = issuer {
-            Source::Discovery(checked_url(issuer)?, secrets)
-        } else if !secrets.is_empty() {
-            Source::Static(secrets)
-        } else {
-            return Err(ConfigError::NoKeySource);
-        })
+        secrets: &KeySet,
+    ) -> Result<KeySet, ConfigError> {
+        let (mut set, _) = KeySet::parse_logged(json, algorithms, &self.s.limits, None)
+            .map_err(ConfigError::Jwks)?;
+        if set.is_empty() {
+            return Err(ConfigError::NoUsableKeys);
+        }
+        set.extend(secrets);
+        Ok(set)
     }
 
-    /// The introspection client, when configured.
-    fn introspector(&self, issuer: Option<&str>) -> Result<Option<Introspector>, ConfigError> {
-        let Some((client_id, client_secret)) = &self.s.introspection else {
-            if self.s.introspection_endpoint.is_some() {
+    /// The introspection settings of `ti`, or the builder's.
+    fn introspection_config(
+        &self,
+        ti: &TrustedIssuer,
+    ) -> Result<Option<IntrospectionConfig>, ConfigError> {
+        let credentials = match &ti.introspection {
+            Some(given) => given.clone(),
+            None => self.s.introspection.clone(),
+        };
+        let Some((client_id, client_secret)) = credentials else {
+            if ti.introspection_endpoint.is_some() {
                 return Err(ConfigError::Introspection(
                     "introspection_endpoint needs introspection(client_id, client_secret)",
                 ));
@@ -763,11 +1205,10 @@ impl<M> Builder<M> {
             return Err(ConfigError::InvalidLimit("introspection_concurrency"));
         }
         let (max_age, active_check_max_age) = self.s.introspection_max_age;
-        let config = IntrospectionConfig {
-            client_id: client_id.0.clone(),
-            client_secret: client_secret.0.clone(),
-            endpoint: self
-                .s
+        Ok(Some(IntrospectionConfig {
+            client_id: client_id.0,
+            client_secret: client_secret.0,
+            endpoint: ti
                 .introspection_endpoint
                 .as_deref()
                 .map(checked_url)
@@ -777,49 +1218,40 @@ impl<M> Builder<M> {
             active_check_max_age,
             max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
             max_in_flight: self.s.introspection_concurrency,
-        };
-        let discovery = issuer
-            .map(|iss| Ok::<_, ConfigError>((checked_url(iss)?, iss.to_owned())))
-            .transpose()?;
-        if config.endpoint.is_none() && discovery.is_none() {
-            return Err(ConfigError::NoKeySource);
-        }
-        Introspector::new(
-            config,
-            discovery,
-            self.s.fetch_timeout,
-            self.s.limits.max_document_bytes,
-        )
-        .map(Some)
-        .map_err(client_error)
+        }))
     }
 
-    /// The key store and how its sets age.
-    fn key_store(
-        &self,
-        source: Source,
-        issuer: Option<&str>,
-        algorithms: &[Algorithm],
-    ) -> Result<KeyStore, ConfigError> {
+    /// How fetched key sets age.
+    fn key_policy(&self) -> KeyPolicy {
         let (default_max_age, min_max_age, max_max_age) = self.s.jwks_max_age;
-        let policy = KeyPolicy {
+        KeyPolicy {
             default_max_age,
             min_max_age,
             max_max_age,
             max_stale: self.s.max_stale,
             cooldown: self.s.refetch_cooldown,
             discovery_max_age: DISCOVERY_MAX_AGE,
-        };
+        }
+    }
+
+    /// A key store made up front (static, or a JWKS URL).
+    fn key_store(
+        &self,
+        source: Source,
+        issuer: Option<&str>,
+        algorithms: &[Algorithm],
+        fetcher: &Fetcher,
+    ) -> Arc<KeyStore> {
         KeyStore::new(
             source,
             issuer.map(str::to_owned),
             algorithms.to_vec(),
             self.s.limits.clone(),
             self.s.clock.clone(),
-            policy,
-            self.s.fetch_timeout,
+            self.key_policy(),
+            fetcher,
+            Sharing::default(),
         )
-        .map_err(client_error)
     }
 }
 

@@ -16,33 +16,40 @@
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use aws_lc_rs::digest;
-
-use crate::jwks::{Key, Lookup, Snapshot};
+use crate::clock::unix_seconds;
+use crate::issuer::Issuer;
+use crate::jwks::{Key, Lookup};
 use crate::jwt::claims::Principal;
-
-pub(crate) type Digest = [u8; 32];
-
-/// SHA-256 of a token: what the introspection cache stores instead of it.
-pub(crate) fn digest(token: &str) -> Digest {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-    out
-}
 
 /// Shared behind an `Arc`, so that a hit clones one counter of its own
 /// (not the `Weak`, whose counter every entry of a key shares: two
 /// threads would fight over that cache line on every hit).
 struct Entry {
     principal: Principal,
+    /// The issuer whose key verified it, and whose rules it met.
+    issuer: Arc<Issuer>,
     key: Weak<Key>,
     /// The id of the key set that verified it, when known: while that set
     /// is current, so is the key, and no lookup is needed.
     set_id: Option<u64>,
     /// When it was verified, by the injected clock (Unix seconds).
     verified_at: i64,
+}
+
+/// A cache hit: the entry itself, so that taking it clones the entry's
+/// own counter rather than the issuer's, which every hit would share.
+pub(crate) struct Hit(Arc<Entry>);
+
+impl Hit {
+    pub(crate) fn principal(&self) -> &Principal {
+        &self.0.principal
+    }
+
+    pub(crate) fn issuer(&self) -> &Issuer {
+        &self.0.issuer
+    }
 }
 
 /// Hashes the last [`TAIL`](Self::TAIL) bytes of what it is given with
@@ -108,12 +115,14 @@ impl TokenCache {
         }
     }
 
-    /// The cached principal for this token, if it was verified less than
-    /// the maximum lifetime ago (`now` in Unix seconds) and its key is
-    /// still in the current set `keys`. The token's own time claims are
+    /// The cached principal for this token and the issuer that verified
+    /// it, if that was less than the maximum lifetime ago and its key is
+    /// still in that issuer's current set. The token's own time claims are
     /// the caller's.
-    pub(crate) fn get(&self, token: &[u8], keys: &Snapshot, now: i64) -> Option<Principal> {
+    pub(crate) fn get(&self, token: &[u8], now: SystemTime) -> Option<Hit> {
         let entry = self.entries.get(token)?;
+        let keys = entry.issuer.keys.snapshot(now);
+        let now = unix_seconds(now);
         let p = &entry.principal;
         let young = now.saturating_sub(entry.verified_at) < self.max_ttl_secs;
         let current = young
@@ -126,7 +135,7 @@ impl TokenCache {
                     _ => false,
                 });
         if current {
-            Some(entry.principal.clone())
+            Some(Hit(entry))
         } else {
             self.entries.invalidate(token);
             None
@@ -137,6 +146,7 @@ impl TokenCache {
         &self,
         token: &str,
         principal: Principal,
+        issuer: Arc<Issuer>,
         key: Weak<Key>,
         set_id: Option<u64>,
         now: i64,
@@ -145,6 +155,7 @@ impl TokenCache {
             Arc::from(token.as_bytes()),
             Arc::new(Entry {
                 principal,
+                issuer,
                 key,
                 set_id,
                 verified_at: now,

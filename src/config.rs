@@ -41,6 +41,10 @@ pub const DEFAULT_INTROSPECTION_MAX_AGE: Duration = Duration::from_secs(60);
 /// Longest an introspection answer is reused on `require_active` routes: 5 s.
 pub const DEFAULT_ACTIVE_CHECK_MAX_AGE: Duration = Duration::from_secs(5);
 
+/// Tenants each issuer template holds at once, and new tenants whose keys
+/// it fetches per refetch cooldown: 1 000.
+pub const DEFAULT_MAX_TENANTS: u64 = 1_000;
+
 /// Calls to the introspection endpoint in flight at once: 64.
 pub const DEFAULT_INTROSPECTION_CONCURRENCY: usize = 64;
 
@@ -79,6 +83,12 @@ pub struct Limits {
     pub max_audiences: usize,
     /// Most scopes a token may carry: 256.
     pub max_scopes: usize,
+    /// Most roles read from a token's role claims, all paths together:
+    /// 256.
+    pub max_roles: usize,
+    /// Longest tenant in an issuer template's `{tenant}` part, in bytes:
+    /// 128. A longer one is an unknown issuer.
+    pub max_tenant_bytes: usize,
     /// Most keys in a JWK set: 100; a larger set is refused whole.
     pub max_jwks_keys: usize,
     /// Largest discovery or JWKS response body: 256 KiB.
@@ -99,6 +109,8 @@ impl Default for Limits {
             max_header_members: 32,
             max_audiences: 32,
             max_scopes: 256,
+            max_roles: 256,
+            max_tenant_bytes: 128,
             max_jwks_keys: 100,
             max_document_bytes: 256 * 1024,
             min_rsa_bits: 2048,
@@ -125,12 +137,13 @@ pub enum TokenTypePolicy {
 pub type ErrorResponder = Arc<dyn Fn(&AuthError, Response<Bytes>) -> Response<Bytes> + Send + Sync>;
 
 /// The validated configuration shared by every clone of the layer.
+/// What applies to every issuer; each issuer's own claim rules are
+/// [`jwt::Rules`](crate::jwt::Rules).
 pub(crate) struct Config {
-    pub audiences: Option<Box<[Box<str>]>>,
+    /// Every algorithm some issuer accepts: a token with another `alg` is
+    /// refused before anything else is read. The chosen issuer's own list
+    /// is checked once the issuer is known.
     pub algorithms: Box<[Algorithm]>,
-    pub leeway_secs: i64,
-    /// `iat` may be at most this many seconds old, when set.
-    pub max_token_age_secs: Option<i64>,
     pub typ: TokenTypePolicy,
     pub required_claims: Box<[Arc<str>]>,
     pub scope_claims: Box<[Box<str>]>,

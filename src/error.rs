@@ -27,6 +27,15 @@ pub enum AuthError {
     /// The token is valid but lacks scopes this route needs: 403
     /// `insufficient_scope`.
     InsufficientScope(ScopePolicy),
+    /// The token is valid but a route rule refused it: it lacks a role
+    /// ([`BearerAuthLayer::require_all_roles`]), or your predicate
+    /// ([`BearerAuthLayer::require`]) said no. 403 `insufficient_scope`,
+    /// RFC 6750's only error code for insufficient privileges, with the
+    /// rule's fixed description and no `scope` parameter.
+    ///
+    /// [`BearerAuthLayer::require_all_roles`]: crate::BearerAuthLayer::require_all_roles
+    /// [`BearerAuthLayer::require`]: crate::BearerAuthLayer::require
+    Forbidden(Refusal),
     /// The token cannot be checked right now — the issuer's keys could not
     /// be fetched, or the introspection endpoint did not answer: 503 with
     /// `Retry-After`. Never turned into a success.
@@ -97,6 +106,53 @@ pub enum TokenError {
     WrongIssuer,
     /// `aud` does not contain the configured audience.
     WrongAudience,
+    /// A claims rule refused the token: your
+    /// [`claims_validator`](crate::Builder::claims_validator), the
+    /// [`allowed_clients`](crate::Builder::allowed_clients) list, or a
+    /// tenant claim that does not match the tenant of `iss`. Answered with
+    /// the rule's fixed description.
+    Refused(Refusal),
+}
+
+/// Why one of your rules refused a token: a fixed description, sent to the
+/// client as `error_description`. It is a `&'static str` so that it cannot
+/// carry anything taken from the token or the request.
+///
+/// ```
+/// use tower_bearer::Refusal;
+/// const NOT_A_PARTNER: Refusal = Refusal::new("the token's tenant is not a partner");
+/// assert_eq!(NOT_A_PARTNER.description(), "the token's tenant is not a partner");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal(&'static str);
+
+impl Refusal {
+    /// A refusal with this description. One that could not go into a
+    /// quoted header parameter (quotes, backslashes, characters outside
+    /// visible ASCII) or is empty is replaced by
+    /// `"the token is not accepted here"`.
+    pub const fn new(description: &'static str) -> Self {
+        let b = description.as_bytes();
+        let mut ok = !b.is_empty();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if !(c == b' ' || c.is_ascii_graphic()) || c == b'"' || c == b'\\' {
+                ok = false;
+            }
+            i += 1;
+        }
+        Self(if ok {
+            description
+        } else {
+            "the token is not accepted here"
+        })
+    }
+
+    /// The description sent to the client.
+    pub const fn description(&self) -> &'static str {
+        self.0
+    }
 }
 
 /// Scopes a route requires: all of a list, or any one of it. Route layers
@@ -179,7 +235,7 @@ impl AuthError {
     pub fn grpc_code(&self) -> u8 {
         match self {
             Self::MissingToken | Self::InvalidRequest(_) | Self::InvalidToken(_) => 16,
-            Self::InsufficientScope(_) => 7,
+            Self::InsufficientScope(_) | Self::Forbidden(_) => 7,
             Self::TemporarilyUnavailable { .. } => 14,
         }
     }
@@ -223,7 +279,7 @@ impl AuthError {
         match self {
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TemporarilyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -234,7 +290,7 @@ impl AuthError {
             Self::MissingToken => None,
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
-            Self::InsufficientScope(_) => Some("insufficient_scope"),
+            Self::InsufficientScope(_) | Self::Forbidden(_) => Some("insufficient_scope"),
             Self::TemporarilyUnavailable { .. } => Some("temporarily_unavailable"),
         }
     }
@@ -249,6 +305,7 @@ impl AuthError {
                 "the token lacks all of the scopes that allow this request"
             }
             Self::InsufficientScope(_) => "the token lacks a scope this request needs",
+            Self::Forbidden(r) => r.description(),
             Self::TemporarilyUnavailable { .. } => {
                 "the token cannot be checked right now; retry later"
             }
@@ -376,6 +433,7 @@ impl TokenError {
             Self::InvalidClaim(_) => "the token has a malformed claim",
             Self::WrongIssuer => "the token was issued by an untrusted issuer",
             Self::WrongAudience => "the token is not meant for this audience",
+            Self::Refused(r) => r.description(),
         }
     }
 }
@@ -392,6 +450,7 @@ impl fmt::Display for AuthError {
                 if r.any_of { "one" } else { "all" },
                 r.scopes.join(" ")
             ),
+            Self::Forbidden(r) => write!(f, "forbidden: {}", r.description()),
             Self::TemporarilyUnavailable { .. } => {
                 f.write_str("the token cannot be checked right now")
             }

@@ -101,7 +101,9 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     max_age.map(|m| m.saturating_sub(age))
 }
 
-/// An HTTP client set up for fetching keys.
+/// An HTTP client set up for fetching keys. Clones share one connection
+/// pool: a validator makes one, for every issuer.
+#[derive(Clone)]
 pub(crate) struct Fetcher {
     client: reqwest::Client,
     max_bytes: usize,

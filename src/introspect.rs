@@ -22,12 +22,11 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
-use crate::cache::{Digest, digest};
 use crate::clock::unix_seconds;
 use crate::config::Config;
 use crate::error::{AuthError, TokenError};
 use crate::fetch::{FetchError, Fetcher};
-use crate::jwt::{self, claims::Principal};
+use crate::jwt::{self, Rules, claims::Principal};
 
 /// The resource server's client id at the authorization server, for
 /// introspection.
@@ -87,6 +86,17 @@ pub(crate) struct IntrospectionConfig {
     pub max_in_flight: usize,
 }
 
+type Digest = [u8; 32];
+
+/// SHA-256 of a token: what the introspection cache stores instead of it.
+fn digest(token: &str) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+    );
+    out
+}
+
 /// How long an inactive answer is reused.
 const INACTIVE_MAX_AGE: Duration = Duration::from_secs(10);
 /// `Retry-After` when the endpoint fails.
@@ -135,9 +145,9 @@ impl Introspector {
     pub(crate) fn new(
         cfg: IntrospectionConfig,
         issuer: Option<(Url, String)>,
+        fetcher: &Fetcher,
         timeout: Duration,
-        max_bytes: usize,
-    ) -> Result<Self, FetchError> {
+    ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(cfg.max_entries)
             // A memory bound only: freshness is judged by the injected clock.
@@ -148,8 +158,8 @@ impl Introspector {
                     * 2,
             )
             .build();
-        Ok(Self {
-            fetcher: Fetcher::new(timeout, max_bytes)?,
+        Self {
+            fetcher: fetcher.clone(),
             opaque_slots: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
             active_slots: Semaphore::new(cfg.max_in_flight.min(Semaphore::MAX_PERMITS)),
             queue_timeout: timeout,
@@ -158,7 +168,7 @@ impl Introspector {
             discovered: Mutex::new(None),
             cache,
             calls: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Calls made to the endpoint so far.
@@ -171,6 +181,7 @@ impl Introspector {
     pub(crate) async fn check(
         &self,
         config: &Config,
+        rules: &Rules,
         token: &str,
         use_: Use,
     ) -> Result<Principal, AuthError> {
@@ -181,7 +192,7 @@ impl Introspector {
         let key = digest(token);
         let now = config.clock.now();
         if let Some(answer) = self.cache.get(&key).await {
-            if let Some(verdict) = fresh(&answer, config, now, max_age) {
+            if let Some(verdict) = fresh(&answer, rules, now, max_age) {
                 return verdict;
             }
             self.cache.invalidate(&key).await;
@@ -191,14 +202,14 @@ impl Introspector {
                 .await
                 .map_err(|_| FetchError::Busy)?
                 .map_err(|_| FetchError::Busy)?;
-            let verdict = self.call(config, token).await?;
+            let verdict = self.call(config, rules, token).await?;
             Ok::<_, FetchError>(Answer {
                 verdict,
                 fetched_at: config.clock.now(),
             })
         };
         match self.cache.try_get_with(key, call).await {
-            Ok(answer) => fresh(&answer, config, now, Duration::MAX)
+            Ok(answer) => fresh(&answer, rules, now, Duration::MAX)
                 .unwrap_or(Err(AuthError::InvalidToken(TokenError::Expired))),
             Err(e) => {
                 tracing::error!(error = %e, "token introspection failed; refusing with 503");
@@ -214,6 +225,7 @@ impl Introspector {
     async fn call(
         &self,
         config: &Config,
+        rules: &Rules,
         token: &str,
     ) -> Result<Result<Principal, TokenError>, FetchError> {
         let endpoint = self.endpoint().await?;
@@ -228,8 +240,7 @@ impl Introspector {
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
-        let iss = self.issuer.as_ref().map(|(_, iss)| iss.as_str());
-        parse_answer(config, iss, body)
+        parse_answer(config, rules, body)
     }
 
     async fn endpoint(&self) -> Result<Url, FetchError> {
@@ -259,7 +270,7 @@ impl Introspector {
 /// (checked again, with `nbf` and the maximum token age).
 fn fresh(
     answer: &Answer,
-    config: &Config,
+    rules: &Rules,
     now: SystemTime,
     max_age: Duration,
 ) -> Option<Result<Principal, AuthError>> {
@@ -267,7 +278,7 @@ fn fresh(
     match &answer.verdict {
         Err(e) => (age < INACTIVE_MAX_AGE).then(|| Err(AuthError::InvalidToken(e.clone()))),
         Ok(p) if age < max_age => Some(
-            jwt::check_time_claims(config, p.claims(), unix_seconds(now))
+            jwt::check_time_claims(rules, p.claims(), unix_seconds(now))
                 .map(|()| p.clone())
                 .map_err(AuthError::InvalidToken),
         ),
@@ -281,7 +292,7 @@ fn fresh(
 /// fail the checks a JWT's claims would.
 pub(crate) fn parse_answer(
     config: &Config,
-    iss: Option<&str>,
+    rules: &Rules,
     body: Vec<u8>,
 ) -> Result<Result<Principal, TokenError>, FetchError> {
     let status: Status =
@@ -297,7 +308,7 @@ pub(crate) fn parse_answer(
         return Ok(Err(TokenError::WrongType));
     }
     Ok(jwt::principal_from_claims(
-        config, iss, body, None, None, false,
+        config, rules, body, None, None, false,
     ))
 }
 

@@ -53,6 +53,7 @@ mod config;
 mod error;
 mod fetch;
 mod introspect;
+mod issuer;
 mod jwks;
 mod jwt;
 mod layer;
@@ -82,17 +83,21 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     DEFAULT_ACTIVE_CHECK_MAX_AGE, DEFAULT_FETCH_TIMEOUT, DEFAULT_INTROSPECTION_CONCURRENCY,
     DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
-    DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES, DEFAULT_TOKEN_CACHE_TTL,
-    DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT, MAX_JWKS_MAX_AGE, MAX_LEEWAY,
-    MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
+    DEFAULT_MAX_TENANTS, DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES,
+    DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
+    MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
-pub use error::{AuthError, RequestError, ScopePolicy, TokenError};
+pub use error::{AuthError, Refusal, RequestError, ScopePolicy, TokenError};
 pub use fetch::FetchError;
 pub use introspect::{ClientAuth, ClientId, ClientSecret};
+pub use issuer::{IssuerHealth, TrustedIssuer};
 pub use jwks::{JwksError, KeyHealth};
-pub use jwt::claims::{Principal, RegisteredClaims, Scopes};
+pub use jwt::claims::{ClaimPath, Principal, RegisteredClaims, Roles, Scopes};
 pub use layer::{BearerAuth, ResponseBody, ResponseFuture};
-pub use policy::{RequireActive, RequireActiveLayer, RequireScopes, RequireScopesLayer};
+pub use policy::{
+    RequireActive, RequireActiveLayer, RequirePrincipal, RequirePrincipalLayer, RequireScopes,
+    RequireScopesLayer,
+};
 pub use revocation::{RevocationCheck, RevocationList, Revoke};
 
 // Hooks for conformance vectors and fuzzers: the exact stages the layer

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
-use crate::error::{AuthError, Protocol, ScopePolicy};
+use crate::error::{AuthError, Protocol, Refusal, ScopePolicy};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -113,7 +113,11 @@ where
             }
         };
         let task = shared.clone();
-        let check = Box::pin(async move { task.check_active(&token).await.map(|()| principal) });
+        let check = Box::pin(async move {
+            task.check_active(&principal, &token)
+                .await
+                .map(|()| principal)
+        });
         // Keep the instance that poll_ready drove to readiness.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -326,6 +330,137 @@ where
                 &e,
                 Protocol::of(req.headers()),
             ),
+        }
+    }
+}
+
+/// What a route's own rule on the principal is: `Ok(())` lets the request
+/// through, a [`Refusal`] answers 403 with its description.
+type PrincipalRule = Arc<dyn Fn(&Principal) -> Result<(), Refusal> + Send + Sync>;
+
+/// A token without a role a route requires.
+const MISSING_ROLE: Refusal = Refusal::new("the token lacks a role this request needs");
+
+/// A route layer that refuses requests whose [`Principal`] fails a rule:
+/// 403 `insufficient_scope` with the rule's fixed description, or 401
+/// when the request was not authenticated at all. Made by
+/// [`BearerAuthLayer::require_all_roles`],
+/// [`require_any_role`](BearerAuthLayer::require_any_role) and
+/// [`require`](BearerAuthLayer::require); put it behind
+/// [`BearerAuthLayer`], e.g. with axum's `route_layer`.
+#[derive(Clone)]
+pub struct RequirePrincipalLayer {
+    rule: PrincipalRule,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RequirePrincipalLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequirePrincipalLayer")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RequirePrincipalLayer {
+    type Service = RequirePrincipal<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequirePrincipal {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`RequirePrincipalLayer`].
+#[derive(Clone, Debug)]
+pub struct RequirePrincipal<S> {
+    inner: S,
+    layer: RequirePrincipalLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequirePrincipal<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let verdict = match req.extensions().get::<Principal>() {
+            Some(p) => (self.layer.rule)(p).map_err(AuthError::Forbidden),
+            None => Err(AuthError::MissingToken),
+        };
+        match verdict {
+            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
+            Err(e) => ResponseFuture::refused(&self.layer.shared, &e, Protocol::of(req.headers())),
+        }
+    }
+}
+
+/// Route layers on roles and on rules of your own.
+impl<M> BearerAuthLayer<M> {
+    /// A route layer that requires every one of `roles`, read from the
+    /// configured [`role_claims`](crate::Builder::role_claims). A token
+    /// without them gets 403 `insufficient_scope` (RFC 6750 has no other
+    /// code for insufficient privileges) with the fixed description "the
+    /// token lacks a role this request needs"; the roles are not named.
+    pub fn require_all_roles<I, S>(&self, roles: I) -> RequirePrincipalLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let roles: Box<[Box<str>]> = roles.into_iter().map(|r| r.into().into()).collect();
+        self.require(move |p| {
+            if roles.iter().all(|r| p.has_role(r)) {
+                Ok(())
+            } else {
+                Err(MISSING_ROLE)
+            }
+        })
+    }
+
+    /// A route layer that requires at least one of `roles`; answered as
+    /// [`require_all_roles`](Self::require_all_roles) is.
+    pub fn require_any_role<I, S>(&self, roles: I) -> RequirePrincipalLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let roles: Box<[Box<str>]> = roles.into_iter().map(|r| r.into().into()).collect();
+        self.require(move |p| {
+            if roles.iter().any(|r| p.has_role(r)) {
+                Ok(())
+            } else {
+                Err(MISSING_ROLE)
+            }
+        })
+    }
+
+    /// A route layer with a rule of yours on the principal: `Err` answers
+    /// 403 `insufficient_scope` with the [`Refusal`]'s description.
+    ///
+    /// ```
+    /// # fn f(auth: tower_bearer::BearerAuthLayer) {
+    /// use tower_bearer::Refusal;
+    /// let staff_only = auth.require(|p| match p.subject() {
+    ///     Some(sub) if sub.ends_with("@staff") => Ok(()),
+    ///     _ => Err(Refusal::new("this request is for staff")),
+    /// });
+    /// # let _ = staff_only; }
+    /// ```
+    pub fn require<F>(&self, rule: F) -> RequirePrincipalLayer
+    where
+        F: Fn(&Principal) -> Result<(), Refusal> + Send + Sync + 'static,
+    {
+        RequirePrincipalLayer {
+            rule: Arc::new(rule),
+            shared: self.shared.clone(),
         }
     }
 }

@@ -72,6 +72,8 @@ struct State {
     opaque: Mutex<HashMap<String, Map<String, Value>>>,
     /// Revoked opaque tokens and `jti`s.
     revoked: Mutex<HashSet<String>>,
+    /// Tenants served under `/realms/{tenant}`.
+    tenants: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -198,6 +200,7 @@ impl TestIssuerBuilder {
             next_id: AtomicU64::new(1),
             opaque: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashSet::new()),
+            tenants: Mutex::new(HashSet::new()),
         });
         state.add_key(self.alg, true).map_err(StartError)?;
         let server = tokio::spawn(serve(listener, state.clone()));
@@ -250,7 +253,21 @@ impl TestIssuer {
         self.state.jwks_not_modified.load(Ordering::SeqCst)
     }
 
-    /// How many times the discovery document was fetched.
+    /// Serves a tenant: the issuer [`tenant_issuer`](Self::tenant_issuer)
+    /// with its own discovery document, whose `jwks_uri` is this issuer's
+    /// one JWKS (as Keycloak realms would be if they shared keys). An
+    /// issuer template `{issuer}/realms/{tenant}` covers every tenant.
+    pub fn add_tenant(&self, tenant: &str) {
+        lock(&self.state.tenants).insert(tenant.to_owned());
+    }
+
+    /// The issuer of a tenant: `{issuer}/realms/{tenant}`.
+    pub fn tenant_issuer(&self, tenant: &str) -> String {
+        format!("{}/realms/{tenant}", self.state.issuer)
+    }
+
+    /// How many times a discovery document was fetched (any tenant's
+    /// too, served or not).
     pub fn discovery_fetches(&self) -> usize {
         self.state.discovery_fetches.load(Ordering::SeqCst)
     }
@@ -465,6 +482,12 @@ impl TokenBuilder<'_> {
     /// Sets `scope` (space-separated).
     pub fn scope(self, scope: &str) -> Self {
         self.claim("scope", scope)
+    }
+
+    /// Sets `iss` to a tenant's issuer (see [`TestIssuer::add_tenant`]).
+    pub fn tenant(self, tenant: &str) -> Self {
+        let iss = self.issuer.tenant_issuer(tenant);
+        self.claim("iss", iss)
     }
 
     /// Sets any claim.
@@ -780,6 +803,22 @@ fn respond(status: StatusCode, body: Body) -> Response<Body> {
 }
 
 async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if let Some(tenant) = req
+        .uri()
+        .path()
+        .strip_prefix("/realms/")
+        .and_then(|p| p.strip_suffix("/.well-known/openid-configuration"))
+    {
+        state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+        if !lock(&state.tenants).contains(tenant) {
+            return respond(StatusCode::NOT_FOUND, full(""));
+        }
+        let doc = json!({
+            "issuer": format!("{}/realms/{tenant}", state.issuer),
+            "jwks_uri": format!("{}/jwks", state.issuer),
+        });
+        return respond(StatusCode::OK, full(doc.to_string()));
+    }
     match req.uri().path() {
         "/introspect" => {
             state.introspections.fetch_add(1, Ordering::SeqCst);

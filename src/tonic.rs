@@ -40,7 +40,7 @@ use tonic::server::NamedService;
 use crate::error::AuthError;
 use crate::jwt::claims::Principal;
 use crate::layer::BearerAuth;
-use crate::policy::{RequireActive, RequireScopes};
+use crate::policy::{RequireActive, RequirePrincipal, RequireScopes};
 
 /// The verified principal of a request that passed the layer.
 ///
@@ -85,5 +85,9 @@ impl<S: NamedService> NamedService for RequireScopes<S> {
 }
 
 impl<S: NamedService> NamedService for RequireActive<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: NamedService> NamedService for RequirePrincipal<S> {
     const NAME: &'static str = S::NAME;
 }

@@ -3,9 +3,11 @@
 //! ([`store`]).
 
 mod set;
+mod share;
 pub(crate) mod store;
 
 pub use set::{JwksError, KeySet, SkippedKey};
 pub(crate) use set::{Key, Lookup, verify};
+pub(crate) use share::{FetchBudget, StorePool};
 pub use store::KeyHealth;
-pub(crate) use store::{KeyPolicy, KeyStore, Snapshot, Source};
+pub(crate) use store::{KeyPolicy, KeyStore, Source};

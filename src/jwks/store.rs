@@ -19,8 +19,8 @@
 //! issuer removed is gone at once. Keys whose JWK did not change keep their
 //! `Arc`, so the verifications cached with them survive a refresh.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
@@ -28,6 +28,7 @@ use tokio::sync::{Mutex, watch};
 use url::Url;
 
 use super::set::KeySet;
+use super::share::{FetchBudget, StorePool};
 use crate::alg::Algorithm;
 use crate::clock::Clock;
 use crate::config::Limits;
@@ -142,12 +143,42 @@ pub(crate) struct KeyStore {
     background_running: AtomicBool,
     remote: Option<Remote>,
     refresh: Mutex<RefreshState>,
-    health: watch::Sender<KeyHealth>,
+    health: Arc<watch::Sender<KeyHealth>>,
     issuer: Option<Box<str>>,
     algorithms: Vec<Algorithm>,
     limits: Limits,
     clock: Arc<dyn Clock>,
     policy: KeyPolicy,
+    /// This store, to register it in the pool.
+    me: Weak<KeyStore>,
+    /// Where a discovered JWKS URL may already have a store.
+    pool: Option<Arc<StorePool>>,
+    /// The store that serves this one's discovered JWKS URL, once found:
+    /// every call goes there.
+    delegate: ArcSwapOption<KeyStore>,
+    /// Whether `delegate` is set: read first, so that the hot path pays
+    /// one plain load for the indirection.
+    delegated: AtomicBool,
+    /// Gates request-triggered fetches of a template's made-up issuers.
+    budget: Option<(Arc<FetchBudget>, Box<str>)>,
+}
+
+/// Who shares what with a store: the pool its discovered JWKS URL is
+/// looked up in, and the fetch budget of the template it serves (with the
+/// tenant).
+#[derive(Default)]
+pub(crate) struct Sharing {
+    pub pool: Option<Arc<StorePool>>,
+    pub budget: Option<(Arc<FetchBudget>, Box<str>)>,
+}
+
+/// What one fetch did.
+enum Outcome {
+    /// A new set is current (or the old one again, after a 304).
+    Loaded,
+    /// Discovery named a JWKS URL another store already serves; this one
+    /// now delegates to it.
+    Delegated(Arc<KeyStore>),
 }
 
 /// A key set that is fetched.
@@ -217,6 +248,7 @@ impl Snapshot {
 const NEVER: u64 = u64::MAX;
 
 impl KeyStore {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         source: Source,
         issuer: Option<String>,
@@ -224,9 +256,9 @@ impl KeyStore {
         limits: Limits,
         clock: Arc<dyn Clock>,
         policy: KeyPolicy,
-        timeout: Duration,
-    ) -> Result<Self, FetchError> {
-        let fetcher = || Fetcher::new(timeout, limits.max_document_bytes);
+        fetcher: &Fetcher,
+        sharing: Sharing,
+    ) -> Arc<Self> {
         let forever = |set: KeySet| {
             Arc::new(Loaded {
                 set,
@@ -239,7 +271,7 @@ impl KeyStore {
             Source::Jwks(uri, secrets) => (
                 secrets.as_partial().map(forever),
                 Some(Remote {
-                    fetcher: fetcher()?,
+                    fetcher: fetcher.clone(),
                     jwks_uri: Some(uri),
                     issuer_url: None,
                     secrets,
@@ -248,7 +280,7 @@ impl KeyStore {
             Source::Discovery(issuer, secrets) => (
                 secrets.as_partial().map(forever),
                 Some(Remote {
-                    fetcher: fetcher()?,
+                    fetcher: fetcher.clone(),
                     jwks_uri: None,
                     issuer_url: Some(issuer),
                     secrets,
@@ -262,7 +294,7 @@ impl KeyStore {
                 .map_or_else(Vec::new, |l| l.set.kids().map(str::to_owned).collect()),
             ..KeyHealth::default()
         };
-        Ok(Self {
+        Arc::new_cyclic(|me| Self {
             current: ArcSwapOption::new(current),
             next_set_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
@@ -270,13 +302,46 @@ impl KeyStore {
             background_running: AtomicBool::new(false),
             remote,
             refresh: Mutex::new(RefreshState::default()),
-            health: watch::Sender::new(health),
+            health: Arc::new(watch::Sender::new(health)),
             issuer: issuer.map(Box::from),
             algorithms,
             limits,
             clock,
             policy,
+            me: me.clone(),
+            pool: sharing.pool,
+            delegate: ArcSwapOption::empty(),
+            delegated: AtomicBool::new(false),
+            budget: sharing.budget,
         })
+    }
+
+    /// The store this one delegates to, if discovery found one.
+    fn delegate(&self) -> Option<Arc<KeyStore>> {
+        if self.delegated.load(Ordering::Acquire) {
+            self.delegate.load_full()
+        } else {
+            None
+        }
+    }
+
+    /// From now on `owner` serves this store's keys. Whoever watches this
+    /// store's health goes on seeing the owner's.
+    fn delegate_to(&self, owner: &Arc<KeyStore>) {
+        self.delegate.store(Some(owner.clone()));
+        self.delegated.store(true, Ordering::Release);
+        let mut rx = owner.health.subscribe();
+        self.health.send_replace(rx.borrow_and_update().clone());
+        let tx = self.health.clone();
+        if tx.receiver_count() > 0
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                while rx.changed().await.is_ok() && tx.receiver_count() > 0 {
+                    tx.send_replace(rx.borrow_and_update().clone());
+                }
+            });
+        }
     }
 
     /// Minimum time between triggered fetches.
@@ -287,6 +352,11 @@ impl KeyStore {
     /// The keys usable at `now`, without locking. Starts a background
     /// refresh when one is due; never waits for it.
     pub(crate) fn snapshot(self: &Arc<Self>, now: SystemTime) -> Snapshot {
+        if self.delegated.load(Ordering::Relaxed)
+            && let Some(owner) = self.delegate()
+        {
+            return owner.snapshot(now);
+        }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = self.current.load();
         let usable = loaded.as_ref().is_some_and(|l| now < l.usable_until);
@@ -327,13 +397,28 @@ impl KeyStore {
 
     /// The health snapshot, and a receiver that sees every update.
     pub(crate) fn health(&self) -> watch::Receiver<KeyHealth> {
-        self.health.subscribe()
+        match self.delegate() {
+            Some(owner) => owner.health.subscribe(),
+            None => self.health.subscribe(),
+        }
     }
 
     /// Fetches a new set because a request needs keys that the snapshot of
     /// generation `seen` lacked. Concurrent callers share one fetch.
     pub(crate) async fn refresh(&self, seen: u64) -> Refresh {
+        match self.delegate() {
+            Some(owner) => owner.refresh_own(seen).await,
+            None => self.refresh_own(seen).await,
+        }
+    }
+
+    async fn refresh_own(&self, seen: u64) -> Refresh {
         let mut state = self.refresh.lock().await;
+        if let Some(owner) = self.delegate() {
+            // Discovery delegated while this call waited for the lock.
+            drop(state);
+            return owner.refresh_shared().await;
+        }
         if self.generation.load(Ordering::Acquire) != seen {
             return Refresh::Updated;
         }
@@ -360,12 +445,23 @@ impl KeyStore {
             .load()
             .as_ref()
             .is_some_and(|l| !l.set.is_partial());
+        if let Some((budget, tenant)) = &self.budget
+            && !budget.allow(tenant, now)
+        {
+            return Refresh::CoolingDown {
+                retry_after: cooldown,
+            };
+        }
         // Recorded before fetching: a request cancelled mid-fetch still
         // counts against the cooldown, so dropped connections cannot turn
         // into one fetch each.
         state.last_triggered = Some(now);
         match self.fetch(remote, &mut state, now).await {
-            Ok(()) => {
+            Ok(Outcome::Delegated(owner)) => {
+                drop(state);
+                owner.refresh_shared().await
+            }
+            Ok(Outcome::Loaded) => {
                 // The first successful load does not start the cooldown, so
                 // a rotation right after start-up is picked up at once.
                 if !had_keys {
@@ -379,12 +475,34 @@ impl KeyStore {
         }
     }
 
+    /// After delegating: the owner's set if it has one, else a fetch
+    /// by the owner.
+    async fn refresh_shared(&self) -> Refresh {
+        let seen = self.generation.load(Ordering::Acquire);
+        if self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|l| !l.set.is_partial() && self.clock.now() < l.usable_until)
+        {
+            return Refresh::Updated;
+        }
+        Box::pin(self.refresh_own(seen)).await
+    }
+
     /// Fetches the key set now, regardless of cooldowns; returns how many
     /// usable keys the issuer publishes (configured secrets not counted).
     pub(crate) async fn prefetch(&self) -> Result<usize, FetchError> {
+        if let Some(owner) = self.delegate() {
+            return Box::pin(owner.prefetch()).await;
+        }
         let mut state = self.refresh.lock().await;
-        if let Some(remote) = &self.remote {
-            self.fetch(remote, &mut state, self.clock.now()).await?;
+        if let Some(remote) = &self.remote
+            && let Outcome::Delegated(owner) =
+                self.fetch(remote, &mut state, self.clock.now()).await?
+        {
+            drop(state);
+            return Box::pin(owner.prefetch()).await;
         }
         Ok(self
             .current
@@ -400,9 +518,22 @@ impl KeyStore {
         remote: &Remote,
         state: &mut RefreshState,
         now: SystemTime,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Outcome, FetchError> {
         let started = Instant::now();
-        let result = self.fetch_set(remote, state, now).await;
+        let result = match self.jwks_uri(remote, state, now).await {
+            Ok(uri) => {
+                if let Some(owner) = self.shared_owner(remote, &uri) {
+                    tracing::info!(
+                        url = loggable(&uri),
+                        "another issuer's key store serves this JWKS URL; sharing it"
+                    );
+                    self.delegate_to(&owner);
+                    return Ok(Outcome::Delegated(owner));
+                }
+                self.fetch_set(remote, &uri, state).await
+            }
+            Err(e) => Err(e),
+        };
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let old = self.current.load_full().filter(|l| !l.set.is_partial());
         let uri = state
@@ -486,7 +617,7 @@ impl KeyStore {
                 self.next_background
                     .store(unix_millis(refresh_at), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
-                Ok(())
+                Ok(Outcome::Loaded)
             }
             Err(e) => {
                 let failures = self.health.borrow().consecutive_failures.saturating_add(1);
@@ -521,21 +652,40 @@ impl KeyStore {
         }
     }
 
-    /// The new set (`None` for a 304) and the server's `max-age`.
-    async fn fetch_set(
+    /// The JWKS URL: configured, or found by discovery.
+    async fn jwks_uri(
         &self,
         remote: &Remote,
         state: &mut RefreshState,
         now: SystemTime,
+    ) -> Result<Url, FetchError> {
+        match (&remote.jwks_uri, &remote.issuer_url) {
+            (Some(uri), _) => Ok(uri.clone()),
+            (None, Some(issuer)) => self.discover(remote, issuer, state, now).await,
+            (None, None) => Err(FetchError::InvalidDocument("no JWKS URL".into())),
+        }
+    }
+
+    /// The store already serving a discovered JWKS URL, if another one is.
+    fn shared_owner(&self, remote: &Remote, uri: &Url) -> Option<Arc<KeyStore>> {
+        // A configured URL was shared when the store was made; secrets
+        // would have to agree too.
+        if remote.jwks_uri.is_some() || !remote.secrets.is_empty() {
+            return None;
+        }
+        self.pool.as_ref()?.owner(uri, &self.algorithms, &self.me)
+    }
+
+    /// The new set (`None` for a 304) and the server's `max-age`.
+    async fn fetch_set(
+        &self,
+        remote: &Remote,
+        uri: &Url,
+        state: &mut RefreshState,
     ) -> Result<(Option<FetchedSet>, Option<Duration>), FetchError> {
-        let uri = match (&remote.jwks_uri, &remote.issuer_url) {
-            (Some(uri), _) => uri.clone(),
-            (None, Some(issuer)) => self.discover(remote, issuer, state, now).await?,
-            (None, None) => return Err(FetchError::InvalidDocument("no JWKS URL".into())),
-        };
         match remote
             .fetcher
-            .get_conditional(&uri, &state.validators)
+            .get_conditional(uri, &state.validators)
             .await?
         {
             Fetched::NotModified { max_age } => Ok((None, max_age)),

@@ -37,31 +37,148 @@ pub struct RegisteredClaims {
     pub azp: Option<String>,
 }
 
-/// The scopes a token grants: from `scope` (space-separated) and `scp`
-/// (string or array) by default. Comparison is exact: `read` is not granted
-/// by `read:all` or `reader`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Scopes(Box<[Box<str>]>);
+/// Defines a set of names a token grants, read from configured claims.
+macro_rules! granted_names {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $name(Box<[Box<str>]>);
 
-impl Scopes {
-    /// Whether `scope` is granted, by exact match.
-    pub fn contains(&self, scope: &str) -> bool {
-        self.0.iter().any(|s| &**s == scope)
+        impl $name {
+            #[doc = concat!("Whether `", $what, "` is granted, by exact match.")]
+            pub fn contains(&self, name: &str) -> bool {
+                self.0.iter().any(|s| &**s == name)
+            }
+
+            #[doc = concat!("The granted ", $what, "s, in token order, without duplicates.")]
+            pub fn iter(&self) -> impl Iterator<Item = &str> {
+                self.0.iter().map(|s| &**s)
+            }
+
+            #[doc = concat!("How many ", $what, "s are granted.")]
+            pub fn len(&self) -> usize {
+                self.0.len()
+            }
+
+            #[doc = concat!("Whether no ", $what, " is granted.")]
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+    };
+}
+
+granted_names!(
+    /// The scopes a token grants: from `scope` (space-separated) and `scp`
+    /// (string or array) by default. Comparison is exact: `read` is not
+    /// granted by `read:all` or `reader`.
+    Scopes,
+    "scope"
+);
+
+granted_names!(
+    /// The roles (or groups, or permissions) a token grants, read from the
+    /// claims configured with
+    /// [`Builder::role_claims`](crate::Builder::role_claims); none are read
+    /// by default. Comparison is exact and case-sensitive.
+    Roles,
+    "role"
+);
+
+/// Where in the claims roles are found: a top-level claim, or a path into
+/// nested objects. The value found there is a string (space-separated),
+/// or an array of strings.
+///
+/// ```
+/// use tower_bearer::ClaimPath;
+/// // Keycloak's realm roles, as "realm_access.roles" says:
+/// assert_eq!(ClaimPath::parse("realm_access.roles"), ClaimPath::keycloak_realm_roles());
+/// // A namespaced claim (Auth0 Actions) is one name, dots and all:
+/// assert_eq!(
+///     ClaimPath::parse("https://example.com/roles"),
+///     ClaimPath::claim("https://example.com/roles"),
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimPath(Box<[Box<str>]>);
+
+impl ClaimPath {
+    /// One top-level claim, its name taken whole.
+    pub fn claim(name: impl Into<String>) -> Self {
+        Self(Box::new([name.into().into_boxed_str()]))
     }
 
-    /// The granted scopes, in token order, without duplicates.
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
+    /// A path of member names from the top-level object down.
+    pub fn nested<I, S>(segments: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(
+            segments
+                .into_iter()
+                .map(|s| s.into().into_boxed_str())
+                .collect(),
+        )
+    }
+
+    /// A path as configuration files write it: names separated by `.`
+    /// (`resource_access.orders-api.roles`), except that a name with
+    /// `://` in it is a namespaced claim and taken whole.
+    pub fn parse(path: &str) -> Self {
+        if path.contains("://") {
+            Self::claim(path)
+        } else {
+            Self::nested(path.split('.'))
+        }
+    }
+
+    /// Keycloak's realm roles: `realm_access.roles`.
+    pub fn keycloak_realm_roles() -> Self {
+        Self::nested(["realm_access", "roles"])
+    }
+
+    /// Keycloak's roles of one client: `resource_access.{client}.roles`.
+    pub fn keycloak_client_roles(client: impl Into<String>) -> Self {
+        Self::nested([
+            "resource_access".to_owned(),
+            client.into(),
+            "roles".to_owned(),
+        ])
+    }
+
+    /// Microsoft Entra's app roles: `roles`.
+    pub fn entra_roles() -> Self {
+        Self::claim("roles")
+    }
+
+    /// Microsoft Entra's group ids: `groups`.
+    pub fn entra_groups() -> Self {
+        Self::claim("groups")
+    }
+
+    /// Auth0's RBAC permissions: `permissions`.
+    pub fn auth0_permissions() -> Self {
+        Self::claim("permissions")
+    }
+
+    /// The member names, from the top level down.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|s| &**s)
     }
 
-    /// How many scopes are granted.
-    pub fn len(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.0.len()
     }
 
-    /// Whether no scope is granted.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    pub(crate) fn head(&self) -> Option<&str> {
+        self.0.first().map(|s| &**s)
+    }
+}
+
+impl fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
     }
 }
 
@@ -73,6 +190,7 @@ pub struct Principal(Arc<Inner>);
 struct Inner {
     claims: RegisteredClaims,
     scopes: Scopes,
+    roles: Roles,
     payload: Box<str>,
     /// `None` for a token accepted through introspection.
     alg: Option<Algorithm>,
@@ -93,6 +211,17 @@ impl Principal {
     /// Whether `scope` is granted (exact match).
     pub fn has_scope(&self, scope: &str) -> bool {
         self.0.scopes.contains(scope)
+    }
+
+    /// The granted roles, from the configured
+    /// [`role_claims`](crate::Builder::role_claims).
+    pub fn roles(&self) -> &Roles {
+        &self.0.roles
+    }
+
+    /// Whether `role` is granted (exact match).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.0.roles.contains(role)
     }
 
     /// `sub`, if present.
@@ -142,6 +271,7 @@ impl fmt::Debug for Principal {
             .field("sub", &self.0.claims.sub)
             .field("client_id", &self.client_id())
             .field("scopes", &self.0.scopes.0)
+            .field("roles", &self.0.roles.0)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +284,12 @@ pub(crate) struct ClaimRules<'a> {
     pub required: &'a [Arc<str>],
     pub max_audiences: usize,
     pub max_scopes: usize,
+    /// Where roles are read from, and how many may be read.
+    pub roles: &'a [ClaimPath],
+    pub max_roles: usize,
+    /// A claim that must be present and equal this value: Entra's `tid`,
+    /// against the tenant of `iss`.
+    pub tenant: Option<(&'a str, &'a str)>,
 }
 
 /// Parses a payload; `payload` is the decoded JSON text.
@@ -189,7 +325,13 @@ pub(crate) fn parse(
     {
         return Err(TokenError::MissingClaim(missing.1.clone()));
     }
+    if let Some((claim, _)) = rules.tenant
+        && !out.tenant_seen
+    {
+        return Err(TokenError::MissingClaim(Arc::from(claim)));
+    }
     let scopes = without_repeats(out.scopes);
+    let roles = without_repeats(out.roles);
     Ok(Principal(Arc::new(Inner {
         claims: RegisteredClaims {
             iss: out.iss,
@@ -203,6 +345,7 @@ pub(crate) fn parse(
             azp: out.azp,
         },
         scopes: Scopes(scopes.into()),
+        roles: Roles(roles.into()),
         payload: payload.into(),
         alg,
         kid,
@@ -247,6 +390,9 @@ struct Parsed {
     client_id: Option<String>,
     azp: Option<String>,
     scopes: Vec<Box<str>>,
+    roles: Vec<Box<str>>,
+    /// The tenant claim was present (and matched).
+    tenant_seen: bool,
     /// Bit i set when `rules.required[i]` was present.
     seen: u64,
 }
@@ -318,6 +464,29 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                         return Err(de::Error::custom("limit"));
                     }
                 }
+                _ if rules_tenant_is(self.rules, &name) => {
+                    let (_, want) = self.rules.tenant.unwrap_or_default();
+                    if string(&mut map, "tenant", failure)? != want {
+                        *failure = Some(TokenError::WrongIssuer);
+                        return Err(de::Error::custom("tenant"));
+                    }
+                    out.tenant_seen = true;
+                }
+                _ if self.rules.roles.iter().any(|p| p.head() == Some(&*name)) => {
+                    let paths: Vec<&[Box<str>]> = self
+                        .rules
+                        .roles
+                        .iter()
+                        .filter(|p| p.head() == Some(&*name))
+                        .map(|p| &p.0[1..])
+                        .collect();
+                    map.next_value_seed(RolesSeed {
+                        paths,
+                        out: &mut out.roles,
+                        max: self.rules.max_roles,
+                        failure,
+                    })?;
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -327,6 +496,152 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
             if !names.insert(name) {
                 return Err(de::Error::custom("duplicate claim"));
             }
+        }
+        Ok(())
+    }
+}
+
+fn rules_tenant_is(rules: &ClaimRules<'_>, name: &str) -> bool {
+    rules.tenant.is_some_and(|(claim, _)| claim == name)
+}
+
+/// Reads roles at the end of the `paths` that lead to this value: one
+/// with no names left is the roles claim itself; the others go into
+/// nested objects. A value of another shape refuses the token, as a
+/// malformed `scope` does; `null` holds no roles.
+struct RolesSeed<'p, 'o> {
+    paths: Vec<&'p [Box<str>]>,
+    out: &'o mut Vec<Box<str>>,
+    max: usize,
+    failure: &'o mut Option<TokenError>,
+}
+
+impl RolesSeed<'_, '_> {
+    fn ends_here(&self) -> bool {
+        self.paths.iter().any(|p| p.is_empty())
+    }
+
+    fn push<E: de::Error>(&mut self, role: &str) -> Result<(), E> {
+        self.out.push(Box::from(role));
+        if self.out.len() > self.max {
+            *self.failure = Some(TokenError::LimitExceeded("roles"));
+            return Err(E::custom("limit"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RolesSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RolesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("roles: a string, an array of strings, or an object")
+    }
+
+    fn visit_str<E: de::Error>(mut self, v: &str) -> Result<(), E> {
+        if !self.ends_here() {
+            return Err(invalid("roles", self.failure));
+        }
+        for role in v.split(' ').filter(|r| !r.is_empty()) {
+            self.push(role)?;
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        if !self.ends_here() {
+            return Err(invalid("roles", self.failure));
+        }
+        while let Some(v) = seq.next_element::<Value>()? {
+            match v {
+                Value::Str(role) => self.push(&role)?,
+                _ => return Err(invalid("roles", self.failure)),
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.paths.iter().all(|p| p.is_empty()) {
+            return Err(invalid("roles", self.failure));
+        }
+        while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+            let paths: Vec<&[Box<str>]> = self
+                .paths
+                .iter()
+                .filter_map(|p| p.split_first())
+                .filter(|(head, _)| ***head == *name)
+                .map(|(_, rest)| rest)
+                .collect();
+            if paths.is_empty() {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                map.next_value_seed(RolesSeed {
+                    paths,
+                    out: &mut *self.out,
+                    max: self.max,
+                    failure: &mut *self.failure,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(invalid("roles", self.failure))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(invalid("roles", self.failure))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(invalid("roles", self.failure))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(invalid("roles", self.failure))
+    }
+}
+
+/// The `iss` of a payload not verified yet, only to choose among the
+/// configured issuers: the first top-level `iss` string. Reading stops
+/// there; the whole payload is parsed, and `iss` checked against the
+/// chosen issuer, once the signature verified.
+pub(crate) fn unverified_iss(payload: &[u8]) -> Option<String> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    // Stopping early is an error to serde_json; `found` says what it read.
+    let _ = de::Deserializer::deserialize_map(&mut de, IssSeek(&mut found));
+    found
+}
+
+struct IssSeek<'a>(&'a mut Option<String>);
+
+impl<'de> Visitor<'de> for IssSeek<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object of claims")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+            if name == "iss" {
+                if let Value::Str(iss) = map.next_value::<Value>()? {
+                    *self.0 = Some(iss);
+                }
+                return Err(de::Error::custom("found"));
+            }
+            map.next_value::<IgnoredAny>()?;
         }
         Ok(())
     }

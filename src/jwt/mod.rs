@@ -16,9 +16,33 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::alg::Algorithm;
 use crate::clock::unix_seconds;
 use crate::config::{Config, TokenTypePolicy};
-use crate::error::TokenError;
+use crate::error::{Refusal, TokenError};
 use crate::jwks::{Key, KeySet, Lookup, verify as verify_signature};
-use claims::{ClaimRules, Principal};
+use claims::{ClaimPath, ClaimRules, Principal};
+
+/// A rule of yours on a verified principal; see
+/// [`Builder::claims_validator`](crate::Builder::claims_validator).
+pub(crate) type ClaimsValidator = Arc<dyn Fn(&Principal) -> Result<(), Refusal> + Send + Sync>;
+
+/// What one trusted issuer's tokens must satisfy beyond the signature:
+/// the claim checks, with the settings given for that issuer or, where it
+/// gave none, for all.
+pub(crate) struct Rules {
+    /// The `iss` its tokens carry; `None` when the issuer check is
+    /// explicitly skipped.
+    pub iss: Option<Box<str>>,
+    pub audiences: Option<Box<[Box<str>]>>,
+    pub algorithms: Box<[Algorithm]>,
+    pub leeway_secs: i64,
+    /// `iat` may be at most this many seconds old, when set.
+    pub max_token_age_secs: Option<i64>,
+    pub roles: Box<[ClaimPath]>,
+    /// A claim that must equal the tenant of `iss` (Entra's `tid`), and
+    /// that tenant.
+    pub tenant: Option<(Box<str>, Box<str>)>,
+    /// Every claims rule, the validator-wide ones first.
+    pub validators: Box<[ClaimsValidator]>,
+}
 
 /// Why local validation stopped.
 #[derive(Debug)]
@@ -150,17 +174,28 @@ impl Parsed {
     }
 }
 
-/// The claims of a token that `key` verified, for an issuer whose tokens
-/// carry `iss` (`None`: the issuer check is skipped). The principal names
-/// the key's `kid`, which a token without one, or an HMAC token, may not.
+impl Parsed {
+    /// The decoded payload, not verified yet.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    pub(crate) fn alg(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+/// The claims of a token that `key` verified, checked against the rules
+/// of the issuer whose key it is. The principal names the key's `kid`,
+/// which a token without one, or an HMAC token, may not.
 pub(crate) fn principal(
     cfg: &Config,
-    iss: Option<&str>,
+    rules: &Rules,
     jws: Parsed,
     key: &Key,
 ) -> Result<Principal, TokenError> {
     let kid = key_kid(jws.kid, key);
-    principal_from_claims(cfg, iss, jws.payload, Some(jws.alg), kid, true)
+    principal_from_claims(cfg, rules, jws.payload, Some(jws.alg), kid, true)
 }
 
 /// The `kid` of `key`, reusing the token's own when they are the same.
@@ -173,10 +208,10 @@ fn key_kid(token_kid: Option<Box<str>>, key: &Key) -> Option<Box<str>> {
 
 /// Parses and checks a claim set (a JWT payload or an introspection
 /// answer): depth limit, types, required claims, `exp`/`nbf`/`iss`/`aud`,
-/// maximum age.
+/// maximum age, the tenant claim, then the claims rules.
 pub(crate) fn principal_from_claims(
     cfg: &Config,
-    iss: Option<&str>,
+    rules: &Rules,
     json: Vec<u8>,
     alg: Option<Algorithm>,
     kid: Option<Box<str>>,
@@ -185,15 +220,22 @@ pub(crate) fn principal_from_claims(
     let limits = &cfg.limits;
     check_depth(&json, limits.max_json_depth)?;
     let json = String::from_utf8(json).map_err(|_| TokenError::Malformed)?;
-    let rules = ClaimRules {
+    let claim_rules = ClaimRules {
         require_exp,
         scope_claims: &cfg.scope_claims,
         required: &cfg.required_claims,
         max_audiences: limits.max_audiences,
         max_scopes: limits.max_scopes,
+        roles: &rules.roles,
+        max_roles: limits.max_roles,
+        tenant: rules.tenant.as_ref().map(|(c, t)| (&**c, &**t)),
     };
-    let principal = claims::parse(json, &rules, alg, kid)?;
-    check_claims(cfg, iss, principal.claims(), require_exp)?;
+    let principal = claims::parse(json, &claim_rules, alg, kid)?;
+    let now = unix_seconds(cfg.clock.now());
+    check_claims(rules, principal.claims(), require_exp, now)?;
+    for validator in &rules.validators {
+        validator(&principal).map_err(TokenError::Refused)?;
+    }
     Ok(principal)
 }
 
@@ -202,19 +244,19 @@ pub(crate) fn principal_from_claims(
 /// requires `iss` and `aud`; an introspection answer may omit them
 /// (RFC 7662 §2.2), and they are checked if present.
 pub(crate) fn check_claims(
-    cfg: &Config,
-    iss: Option<&str>,
+    rules: &Rules,
     c: &claims::RegisteredClaims,
     strict: bool,
+    now: i64,
 ) -> Result<(), TokenError> {
-    check_time_claims(cfg, c, unix_seconds(cfg.clock.now()))?;
-    if let Some(issuer) = iss
+    check_time_claims(rules, c, now)?;
+    if let Some(issuer) = rules.iss.as_deref()
         && (strict || c.iss.is_some())
         && c.iss.as_deref() != Some(issuer)
     {
         return Err(TokenError::WrongIssuer);
     }
-    if let Some(audiences) = &cfg.audiences
+    if let Some(audiences) = &rules.audiences
         && (strict || !c.aud.is_empty())
         && !c
             .aud
@@ -229,21 +271,21 @@ pub(crate) fn check_claims(
 /// The claims that depend on the time: `exp`, `nbf`, and the maximum token
 /// age. Checked at validation and again on every cache hit.
 pub(crate) fn check_time_claims(
-    cfg: &Config,
+    rules: &Rules,
     c: &claims::RegisteredClaims,
     now: i64,
 ) -> Result<(), TokenError> {
-    check_times(now, cfg.leeway_secs, c.exp, c.nbf)?;
-    if let Some(max_age) = cfg.max_token_age_secs {
+    check_times(now, rules.leeway_secs, c.exp, c.nbf)?;
+    if let Some(max_age) = rules.max_token_age_secs {
         // Without `iat` the age is unknown, so the token cannot pass.
         let iat = c
             .iat
             .ok_or_else(|| TokenError::MissingClaim(Arc::from("iat")))?;
-        if now.saturating_sub(iat) > max_age.saturating_add(cfg.leeway_secs) {
+        if now.saturating_sub(iat) > max_age.saturating_add(rules.leeway_secs) {
             return Err(TokenError::TooOld);
         }
         // An `iat` in the future would stretch the age bound by as much.
-        if iat > now.saturating_add(cfg.leeway_secs) {
+        if iat > now.saturating_add(rules.leeway_secs) {
             return Err(TokenError::NotYetValid);
         }
     }
