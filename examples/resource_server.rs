@@ -8,15 +8,17 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `ISSUER` | required; keys are found by discovery unless `JWKS_URI` is set |
-//! | `AUDIENCE` | required |
-//! | `JWKS_URI` | optional override of discovery |
-//! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection |
+//! | `ISSUER` | required; one or more issuer URLs separated by spaces, each may contain `{tenant}` (a template); keys by discovery unless `JWKS_URI` is set |
+//! | `TENANTS` | optional space-separated allowlist for templates; absent: any tenant, within the bounds |
+//! | `AUDIENCE` | required, shared by every issuer |
+//! | `JWKS_URI` | optional override of discovery, for a single issuer without `{tenant}` only |
+//! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection, at the first issuer |
+//! | `ROLES_CLAIM` | claim path for roles (`realm_access.roles`, `https://example.com/roles`), default `roles` |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open), `GET /me` (any valid token),
 //! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
-//! `GET /admin` (scope `admin`).
+//! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`).
 
 use std::process::ExitCode;
 
@@ -24,7 +26,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tower_bearer::{BearerAuthLayer, ClientId, ClientSecret, Principal};
+use tower_bearer::{BearerAuthLayer, ClaimPath, ClientId, ClientSecret, Principal, TrustedIssuer};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -42,23 +44,43 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let issuer = var("ISSUER").ok_or("ISSUER is required")?;
+    let issuers = var("ISSUER").ok_or("ISSUER is required")?;
+    let issuers: Vec<&str> = issuers.split_whitespace().collect();
     let audience = var("AUDIENCE").ok_or("AUDIENCE is required")?;
     let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
-    let mut builder = BearerAuthLayer::builder().issuer(issuer).audience(audience);
+    let tenants = var("TENANTS");
+    let roles = var("ROLES_CLAIM").unwrap_or_else(|| "roles".into());
+    let mut builder = BearerAuthLayer::builder()
+        .audience(audience)
+        .role_claims([ClaimPath::parse(&roles)]);
+    let introspection_uri = var("INTROSPECTION_URI");
+    for (i, iss) in issuers.iter().enumerate() {
+        let mut issuer = TrustedIssuer::new(*iss);
+        if let Some(tenants) = tenants.as_deref().filter(|_| iss.contains("{tenant}")) {
+            issuer = issuer.tenants(tenants.split_whitespace());
+        }
+        // Opaque tokens name no issuer: they go to the first.
+        match &introspection_uri {
+            Some(uri) if i == 0 => issuer = issuer.introspection_endpoint(uri),
+            _ => issuer = issuer.without_introspection(),
+        }
+        builder = builder.trusted_issuer(issuer);
+    }
     if let Some(jwks) = var("JWKS_URI") {
+        if issuers.len() != 1 || issuers[0].contains("{tenant}") {
+            return Err("JWKS_URI needs a single ISSUER without {tenant}".into());
+        }
         builder = builder.jwks_uri(jwks);
     }
     // With introspection the validator is of another type; `into` keeps
     // one type for both, as no route here needs `require_active`.
-    let auth: BearerAuthLayer = match var("INTROSPECTION_URI") {
-        Some(uri) => {
+    let auth: BearerAuthLayer = match introspection_uri {
+        Some(_) => {
             let id = var("INTROSPECTION_CLIENT_ID")
                 .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_ID")?;
             let secret = var("INTROSPECTION_CLIENT_SECRET")
                 .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
             builder
-                .introspection_endpoint(uri)
                 .introspection(ClientId::new(id), ClientSecret::new(secret))
                 .build()
                 .map(Into::into)
@@ -80,6 +102,10 @@ async fn run() -> Result<(), String> {
         .route(
             "/admin",
             get(admin).route_layer(auth.require_all(["admin"])),
+        )
+        .route(
+            "/reports",
+            get(reports).route_layer(auth.require_all_roles(["auditor"])),
         )
         .layer(auth)
         .route("/healthz", get(|| async { "ok" }));
@@ -110,4 +136,8 @@ async fn create_document() -> (StatusCode, Json<Value>) {
 
 async fn admin() -> Json<Value> {
     Json(json!({ "admin": true }))
+}
+
+async fn reports() -> Json<Value> {
+    Json(json!({ "ok": true }))
 }

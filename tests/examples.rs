@@ -200,11 +200,70 @@ async fn resource_server_accepts_opaque_tokens_through_introspection() {
 }
 
 #[tokio::test]
+async fn resource_server_trusts_several_issuers_tenants_and_roles() {
+    let (a, b) = (
+        TestIssuer::start().await.unwrap(),
+        TestIssuer::start().await.unwrap(),
+    );
+    b.add_tenant("acme");
+    b.add_tenant("globex");
+    let issuers = format!("{} {}/realms/{{tenant}}", a.issuer(), b.issuer());
+    let server = resource_server(&[
+        ("ISSUER", &issuers),
+        ("TENANTS", "acme initech"),
+        ("AUDIENCE", "test-api"),
+        ("ROLES_CLAIM", "realm_access.roles"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        client
+            .get(format!("{}{path}", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let from_a = a.token().scope("read").sign();
+    assert_eq!(get("/documents", &from_a).await.unwrap().status(), 200);
+    let acme = b.token().tenant("acme").scope("read").sign();
+    assert_eq!(get("/documents", &acme).await.unwrap().status(), 200);
+    let globex = b.token().tenant("globex").scope("read").sign();
+    assert_eq!(get("/documents", &globex).await.unwrap().status(), 401);
+    assert_eq!(b.discovery_fetches(), 1, "acme's only");
+
+    let auditor = b
+        .token()
+        .tenant("acme")
+        .claim("realm_access", serde_json::json!({ "roles": ["auditor"] }))
+        .sign();
+    let res = get("/reports", &auditor).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), serde_json::json!({ "ok": true }));
+    let res = get("/reports", &from_a).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#)
+    );
+}
+
+#[tokio::test]
 async fn resource_server_refuses_to_start_without_issuer_or_audience() {
     for env in [
         &[("AUDIENCE", "a")][..],
         &[("ISSUER", "https://idp.example")],
         &[("ISSUER", "http://idp.example"), ("AUDIENCE", "a")],
+        &[
+            ("ISSUER", "https://a.example https://b.example"),
+            ("AUDIENCE", "a"),
+            ("JWKS_URI", "https://a.example/keys"),
+        ],
+        &[
+            ("ISSUER", "https://kc.example/realms/{tenant}"),
+            ("AUDIENCE", "a"),
+            ("JWKS_URI", "https://kc.example/keys"),
+        ],
     ] {
         let mut cmd = Command::new(common::example("resource_server"));
         cmd.env_clear().kill_on_drop(true);
