@@ -237,7 +237,10 @@ async fn resource_server_trusts_several_issuers_tenants_and_roles() {
         .sign();
     let res = get("/reports", &auditor).await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), serde_json::json!({ "ok": true }));
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
     let res = get("/reports", &from_a).await.unwrap();
     assert_eq!(res.status(), 403);
     assert!(

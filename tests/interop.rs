@@ -241,3 +241,64 @@ async fn real_idp_opaque_tokens_are_introspected_and_refused_after_revocation_on
     );
     assert_eq!(auth.stats().introspection_calls, 2);
 }
+
+/// `token` with its header's `kid` replaced (the signature no longer
+/// matters: the key lookup comes first).
+fn with_kid(token: &str, kid: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = token.splitn(2, '.');
+    let header = parts.next().unwrap();
+    let rest = parts.next().unwrap();
+    let mut header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"] = kid.into();
+    format!("{}.{rest}", URL_SAFE_NO_PAD.encode(header.to_string()))
+}
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn two_real_idps_each_verify_their_own_tokens_with_their_own_keys() {
+    let Some(dir) = interop_dir() else { return };
+    let (a, b) = (Idp::start(&dir).await, Idp::start(&dir).await);
+    let mut builder = BearerAuthLayer::builder()
+        .trusted_issuer(tower_bearer::TrustedIssuer::new(&a.issuer))
+        .trusted_issuer(tower_bearer::TrustedIssuer::new(&b.issuer));
+    for (resource, _) in RESOURCES {
+        builder = builder.audience(resource);
+    }
+    let auth = builder.build().unwrap();
+    let (from_a, from_b) = (
+        a.token("urn:tower-bearer:es256", "read").await,
+        b.token("urn:tower-bearer:es256", "read").await,
+    );
+    for (token, idp) in [(&from_a, &a), (&from_b, &b)] {
+        let p = auth.validate(token).await.unwrap();
+        assert_eq!(p.claims().iss.as_deref(), Some(idp.issuer.as_str()));
+        assert_eq!(p.algorithm(), Some(Algorithm::ES256));
+    }
+    // Each IdP made its own keys: a kid of B's is unknown at A, and the
+    // other way round, though both sets are loaded.
+    assert_eq!(
+        auth.validate(&with_kid(&from_a, &kid_of(&from_b)))
+            .await
+            .unwrap_err(),
+        AuthError::InvalidToken(TokenError::UnknownKey)
+    );
+    assert_eq!(
+        auth.validate(&with_kid(&from_b, &kid_of(&from_a)))
+            .await
+            .unwrap_err(),
+        AuthError::InvalidToken(TokenError::UnknownKey)
+    );
+    let health = auth.issuers_key_health();
+    assert_eq!(health.len(), 2);
+    assert!(health.iter().all(|h| h.keys.key_count == 4), "{health:?}");
+}
