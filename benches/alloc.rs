@@ -3,7 +3,9 @@
 //! by a global allocator around the calls alone (the requests are built
 //! before). Prints one line for `scripts/bench-report`.
 //!
-//! `cargo bench --bench alloc`
+//! `cargo bench --bench alloc`; `CASE=cold-roles` (a case's name) measures
+//! that case alone, for an instruction count under
+//! `valgrind --tool=callgrind --toggle-collect='*per_request*'`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -56,7 +58,25 @@ fn per_request(fx: &Fixture, case: Case, n: u64) -> f64 {
 fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fx = Fixture::new(&rt, Algorithm::RS256);
+    if let Ok(name) = std::env::var("CASE") {
+        let case = [
+            Case::Cold,
+            Case::Cached,
+            Case::ColdTenIssuers,
+            Case::CachedTenIssuers,
+            Case::ColdRoles,
+        ]
+        .into_iter()
+        .find(|c| c.name() == name)
+        .expect("CASE names a case");
+        let n = per_request(&fx, case, 200);
+        println!("allocations per request: {name} {n:.1}");
+        return;
+    }
     let cold = per_request(&fx, Case::Cold, 200);
     let cached = per_request(&fx, Case::Cached, 200);
     println!("allocations per request: cold {cold:.1}, cached {cached:.1}");
+    let ten = per_request(&fx, Case::ColdTenIssuers, 200);
+    let roles = per_request(&fx, Case::ColdRoles, 200);
+    println!("allocations per request, cold: 10 issuers {ten:.1}, roles read {roles:.1}");
 }

@@ -18,7 +18,14 @@ fn main() {
         let fx = Fixture::new(&rt, alg);
         let runs: Vec<(Case, usize)> = Case::ALL
             .iter()
-            .chain(&[Case::HostileHeader, Case::PlainHeader, Case::UnknownKid])
+            .chain(&[
+                Case::HostileHeader,
+                Case::PlainHeader,
+                Case::UnknownKid,
+                Case::ColdTenIssuers,
+                Case::CachedTenIssuers,
+                Case::ColdRoles,
+            ])
             .map(|&c| (c, 1))
             .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
@@ -56,6 +63,12 @@ fn main() {
         ratio("cold/cached", (Case::Cold, 1), (Case::Cached, 1));
         ratio("unknown-kid/cold", (Case::UnknownKid, 1), (Case::Cold, 1));
         ratio(
+            "cold-10-issuers/cold",
+            (Case::ColdTenIssuers, 1),
+            (Case::Cold, 1),
+        );
+        ratio("cold-roles/cold", (Case::ColdRoles, 1), (Case::Cold, 1));
+        ratio(
             "hostile-header/plain",
             (Case::HostileHeader, 1),
             (Case::PlainHeader, 1),
@@ -64,7 +77,11 @@ fn main() {
             ratio(&format!("{}-scaling", case.name()), (case, 1), (case, 2));
         }
         let us = |(a, b, c): (f64, f64, f64)| (a / 1000.0, b / 1000.0, c / 1000.0);
-        for (name, case) in [("hit-us", Case::Cached), ("hit-pool-us", Case::CachedPool)] {
+        for (name, case) in [
+            ("hit-us", Case::Cached),
+            ("hit-pool-us", Case::CachedPool),
+            ("hit-10-issuers-us", Case::CachedTenIssuers),
+        ] {
             let (a, b) = (at((case, 1)), at((Case::Open, 1)));
             print(
                 name,

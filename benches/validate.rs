@@ -36,7 +36,14 @@ fn validate(c: &mut Criterion) {
         for case in Case::ALL {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
-        for case in [Case::HostileHeader, Case::PlainHeader, Case::UnknownKid] {
+        for case in [
+            Case::HostileHeader,
+            Case::PlainHeader,
+            Case::UnknownKid,
+            Case::ColdTenIssuers,
+            Case::CachedTenIssuers,
+            Case::ColdRoles,
+        ] {
             group.bench_function(case.name(), |b| b.iter_custom(|n| fx.time(case, 1, n)));
         }
         for case in TWO_THREADS {

@@ -24,7 +24,7 @@ use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use tower::Service;
 use tower_bearer::testing::TestIssuer;
-use tower_bearer::{Algorithm, BearerAuthLayer};
+use tower_bearer::{Algorithm, BearerAuthLayer, ClaimPath, TrustedIssuer};
 
 /// Distinct tokens: each new to the cold validator (its cache holds one
 /// per segment, a handful), all cached by the other.
@@ -42,6 +42,11 @@ pub struct Fixture {
     cached: BearerAuthLayer,
     /// A validator without a cache: every request verified.
     uncached: BearerAuthLayer,
+    /// `cold` and `cached` with ten trusted issuers, the token's last.
+    cold_ten: BearerAuthLayer,
+    cached_ten: BearerAuthLayer,
+    /// `cold` reading Keycloak's realm and client roles.
+    cold_roles: BearerAuthLayer,
     /// `Authorization` values of the two header-cost tokens: the costliest
     /// header within the limits, and a plain one of the same size.
     hostile_header: HeaderValue,
@@ -79,6 +84,35 @@ impl Fixture {
             .unwrap();
         let cached = builder().build().unwrap();
         let uncached = builder().no_token_cache().build().unwrap();
+        // Nine other issuers first: the token's is found last.
+        let ten = || {
+            (0..9)
+                .fold(
+                    BearerAuthLayer::builder().audience(idp.audience()),
+                    |b, i| {
+                        b.trusted_issuer(
+                            TrustedIssuer::new(format!("https://idp-{i}.example.com"))
+                                .jwks_json(idp.jwks_json()),
+                        )
+                    },
+                )
+                .trusted_issuer(TrustedIssuer::new(idp.issuer()).jwks_json(idp.jwks_json()))
+        };
+        let cold_ten = ten()
+            .token_cache(1, Duration::from_secs(300))
+            .build()
+            .unwrap();
+        let cached_ten = ten().build().unwrap();
+        let cold_roles = builder()
+            .token_cache(1, Duration::from_secs(300))
+            .role_claims([
+                ClaimPath::keycloak_realm_roles(),
+                ClaimPath::keycloak_client_roles("documents"),
+            ])
+            .build()
+            .unwrap();
+        let roles = rt.block_on(cold_roles.validate(&mint(&idp, 0))).unwrap();
+        assert_eq!(roles.roles().len(), 5, "the roles are read");
         let (hostile, plain) = header_tokens(&idp);
         for token in [&hostile, &plain] {
             assert!(token.len() <= tower_bearer::Limits::default().max_token_bytes);
@@ -94,6 +128,7 @@ impl Fixture {
         // Every pool token verified once: `CachedPool` measures hits only.
         for token in &pool {
             rt.block_on(cached.validate(token)).unwrap();
+            rt.block_on(cached_ten.validate(token)).unwrap();
         }
         let jwk = idp.public_jwk(&idp.current_kid()).unwrap();
         let jwt_key = {
@@ -113,6 +148,9 @@ impl Fixture {
             cold,
             cached,
             uncached,
+            cold_ten,
+            cached_ten,
+            cold_roles,
             hostile_header: bearer(&hostile),
             plain_header: bearer(&plain),
             unknown_kid,
@@ -409,6 +447,12 @@ pub enum Case {
     /// slow path (a refresh the static set answers at once, a second
     /// lookup) and a 401, no fetch.
     UnknownKid,
+    /// `Cold` with ten trusted issuers, the token's found last.
+    ColdTenIssuers,
+    /// `Cached` with ten trusted issuers.
+    CachedTenIssuers,
+    /// `Cold` reading Keycloak's realm and client roles (five in all).
+    ColdRoles,
 }
 
 /// The cases also measured on two threads.
@@ -441,6 +485,9 @@ impl Case {
             Case::HostileHeader => "hostile-header",
             Case::PlainHeader => "plain-header",
             Case::UnknownKid => "unknown-kid",
+            Case::ColdTenIssuers => "cold-10-issuers",
+            Case::CachedTenIssuers => "cached-10-issuers",
+            Case::ColdRoles => "cold-roles",
         }
     }
 }
@@ -473,6 +520,9 @@ impl Fixture {
     pub fn layer(&self, case: Case) -> tower_bearer::BearerAuth<Inner> {
         let auth = match case {
             Case::Cold | Case::UnknownKid => &self.cold,
+            Case::ColdTenIssuers => &self.cold_ten,
+            Case::CachedTenIssuers => &self.cached_ten,
+            Case::ColdRoles => &self.cold_roles,
             Case::HostileHeader | Case::PlainHeader => &self.uncached,
             _ => &self.cached,
         };
@@ -493,7 +543,9 @@ impl Fixture {
                 .collect()
         };
         match case {
-            Case::Cold | Case::CachedPool => self.fresh_requests(n),
+            Case::Cold | Case::CachedPool | Case::ColdTenIssuers | Case::ColdRoles => {
+                self.fresh_requests(n)
+            }
             Case::HostileHeader => with(&self.hostile_header),
             Case::PlainHeader => with(&self.plain_header),
             Case::UnknownKid => with(&self.unknown_kid),

@@ -613,10 +613,11 @@ impl<'de> Visitor<'de> for RolesSeed<'_, '_> {
 }
 
 /// The `iss` of a payload not verified yet, only to choose among the
-/// configured issuers: the first top-level `iss` string. Reading stops
-/// there; the whole payload is parsed, and `iss` checked against the
-/// chosen issuer, once the signature verified.
-pub(crate) fn unverified_iss(payload: &[u8]) -> Option<String> {
+/// configured issuers: the first top-level `iss` string, borrowed from the
+/// payload unless it holds escapes. Reading stops there; the whole payload
+/// is parsed, and `iss` checked against the chosen issuer, once the
+/// signature verified.
+pub(crate) fn unverified_iss(payload: &[u8]) -> Option<Cow<'_, str>> {
     let mut found = None;
     let mut de = serde_json::Deserializer::from_slice(payload);
     // Stopping early is an error to serde_json; `found` says what it read.
@@ -624,9 +625,9 @@ pub(crate) fn unverified_iss(payload: &[u8]) -> Option<String> {
     found
 }
 
-struct IssSeek<'a>(&'a mut Option<String>);
+struct IssSeek<'a, 'de>(&'a mut Option<Cow<'de, str>>);
 
-impl<'de> Visitor<'de> for IssSeek<'_> {
+impl<'de> Visitor<'de> for IssSeek<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -636,9 +637,7 @@ impl<'de> Visitor<'de> for IssSeek<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             if name == "iss" {
-                if let Value::Str(iss) = map.next_value::<Value>()? {
-                    *self.0 = Some(iss);
-                }
+                *self.0 = Some(map.next_value::<Str<'de>>()?.0);
                 return Err(de::Error::custom("found"));
             }
             map.next_value::<IgnoredAny>()?;
