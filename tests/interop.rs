@@ -247,9 +247,7 @@ async fn real_idp_opaque_tokens_are_introspected_and_refused_after_revocation_on
 fn with_kid(token: &str, kid: &str) -> String {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let mut parts = token.splitn(2, '.');
-    let header = parts.next().unwrap();
-    let rest = parts.next().unwrap();
+    let (header, rest) = token.split_once('.').unwrap();
     let mut header: Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     header["kid"] = kid.into();
