@@ -34,75 +34,57 @@ fn interop_dir() -> Option<PathBuf> {
 }
 
 struct Idp {
-    child: Child,
+    _child: Child,
     issuer: String,
-    port: u16,
-    keys_file: PathBuf,
-    _dir: TempDir,
-}
-
-/// A directory removed on drop, for the IdP's key file.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn spawn_idp(dir: &Path, port: u16, keys_file: &Path, rotate: bool) -> (Child, String) {
-    let mut child = Command::new("node")
-        .arg(dir.join("idp.mjs"))
-        .env("PORT", port.to_string())
-        .env("KEYS_FILE", keys_file)
-        .env("ROTATE", if rotate { "1" } else { "0" })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is installed");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the IdP started in time")
-        .unwrap()
-        .expect("the IdP printed its address");
-    let issuer = line
-        .strip_prefix("listening on ")
-        .expect("the listening line")
-        .to_owned();
-    // Keep reading: a child that logs to stdout dies of EPIPE if nobody does.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, issuer)
 }
 
 impl Idp {
     async fn start(dir: &Path) -> Self {
-        let tmp = std::env::temp_dir().join(format!(
-            "tower-bearer-interop-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&tmp).unwrap();
-        let keys_file = tmp.join("keys.json");
-        let (child, issuer) = spawn_idp(dir, 0, &keys_file, false).await;
-        let port = issuer.rsplit(':').next().unwrap().parse().unwrap();
+        let mut child = Command::new("node")
+            .arg(dir.join("idp.mjs"))
+            .env("PORT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is installed");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let Ok(Ok(Some(line))) = first else {
+            // Whatever it said on its way out, for the failure message.
+            let mut said = String::new();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut said),
+            )
+            .await;
+            panic!("the IdP did not start ({first:?}); its stderr: {said}");
+        };
+        let issuer = line
+            .strip_prefix("listening on ")
+            .expect("the listening line")
+            .to_owned();
+        // Keep reading both: a child that logs dies of EPIPE if nobody does.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        });
         Self {
-            child,
+            _child: child,
             issuer,
-            port,
-            keys_file,
-            _dir: TempDir(tmp),
         }
     }
 
-    /// Restarts the IdP on the same address with a new RS256 signing key
-    /// in front of the old ones.
-    async fn rotate(&mut self, dir: &Path) {
-        self.child.kill().await.unwrap();
-        let (child, issuer) = spawn_idp(dir, self.port, &self.keys_file, true).await;
-        assert_eq!(issuer, self.issuer);
-        self.child = child;
+    /// A new RS256 signing key in front of the old ones, on the same
+    /// address.
+    async fn rotate(&self) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/test/rotate", self.issuer))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
     }
 
     async fn token(&self, resource: &str, scope: &str) -> String {
@@ -125,12 +107,6 @@ impl Idp {
         let body: Value = res.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
     }
-}
-
-fn rand_suffix() -> u64 {
-    let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b).unwrap();
-    u64::from_le_bytes(b)
 }
 
 fn validator(idp: &Idp) -> BearerAuthLayer {
@@ -176,7 +152,7 @@ async fn a_real_idp_token_for_another_audience_is_refused() {
 #[tokio::test]
 async fn a_key_rotation_at_the_real_idp_is_picked_up_without_a_restart() {
     let Some(dir) = interop_dir() else { return };
-    let mut idp = Idp::start(&dir).await;
+    let idp = Idp::start(&dir).await;
     let auth = validator(&idp);
     let before = idp.token("urn:tower-bearer:rs256", "read").await;
     let old_kid = auth
@@ -187,7 +163,7 @@ async fn a_key_rotation_at_the_real_idp_is_picked_up_without_a_restart() {
         .unwrap()
         .to_owned();
 
-    idp.rotate(&dir).await;
+    idp.rotate().await;
     let after = idp.token("urn:tower-bearer:rs256", "read").await;
     let p = auth
         .validate(&after)

@@ -6,13 +6,13 @@
 //
 // Environment:
 //   PORT       port on 127.0.0.1 (0: any free port)
-//   KEYS_FILE  where the signing keys live; created on first start
-//   ROTATE=1   add a new RS256 signing key in front of the old ones
 //
 // Prints `listening on http://127.0.0.1:PORT` once it accepts connections.
+// `POST /test/rotate` puts a new RS256 signing key in front of the old
+// ones, on the same address and without a restart: a new provider with
+// the new key set answers every request from then on.
 
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -32,23 +32,15 @@ function signingKey(type, alg, options) {
   return { ...privateKey.export({ format: 'jwk' }), alg, use: 'sig', kid: `${alg}-${randomUUID().slice(0, 8)}` };
 }
 
-const keysFile = process.env.KEYS_FILE;
-if (!keysFile) throw new Error('KEYS_FILE is required');
-let keys = existsSync(keysFile)
-  ? JSON.parse(readFileSync(keysFile, 'utf8'))
-  : [
-    signingKey('rsa', 'RS256', { modulusLength: 2048 }),
-    signingKey('rsa', 'PS256', { modulusLength: 2048 }),
-    signingKey('ec', 'ES256', { namedCurve: 'P-256' }),
-    signingKey('ed25519', 'EdDSA'),
-  ];
-if (process.env.ROTATE === '1') keys = [signingKey('rsa', 'RS256', { modulusLength: 2048 }), ...keys];
-writeFileSync(keysFile, JSON.stringify(keys));
+let keys = [
+  signingKey('rsa', 'RS256', { modulusLength: 2048 }),
+  signingKey('rsa', 'PS256', { modulusLength: 2048 }),
+  signingKey('ec', 'ES256', { namedCurve: 'P-256' }),
+  signingKey('ed25519', 'EdDSA'),
+];
 
-const server = createServer();
-server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
-  const provider = new Provider(issuer, {
+function provider(issuer) {
+  const p = new Provider(issuer, {
     jwks: { keys },
     scopes: SCOPES.split(' '),
     clients: [
@@ -94,7 +86,22 @@ server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
       },
     },
   });
-  provider.proxy = false;
-  server.on('request', provider.callback());
+  p.proxy = false;
+  return p.callback();
+}
+
+const server = createServer();
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
+  const issuer = `http://127.0.0.1:${server.address().port}`;
+  let answer = provider(issuer);
+  server.on('request', (req, res) => {
+    if (req.method === 'POST' && req.url === '/test/rotate') {
+      keys = [signingKey('rsa', 'RS256', { modulusLength: 2048 }), ...keys];
+      answer = provider(issuer);
+      res.end('rotated');
+      return;
+    }
+    answer(req, res);
+  });
   console.log(`listening on ${issuer}`);
 });
