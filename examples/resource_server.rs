@@ -12,7 +12,7 @@
 //! | `TENANTS` | optional space-separated allowlist for templates; absent: any tenant, within the bounds |
 //! | `AUDIENCE` | required, shared by every issuer |
 //! | `JWKS_URI` | optional override of discovery, for a single issuer without `{tenant}` only |
-//! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection, at the first issuer |
+//! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection, at the first issuer without `{tenant}` |
 //! | `ROLES_CLAIM` | claim path for roles (`realm_access.roles`, `https://example.com/roles`), default `roles` |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
@@ -54,14 +54,19 @@ async fn run() -> Result<(), String> {
         .audience(audience)
         .role_claims([ClaimPath::parse(&roles)]);
     let introspection_uri = var("INTROSPECTION_URI");
+    // Opaque tokens name no issuer (nor tenant): they go to the first
+    // issuer that is not a template.
+    let introspecting = issuers.iter().position(|iss| !iss.contains("{tenant}"));
+    if introspection_uri.is_some() && introspecting.is_none() {
+        return Err("INTROSPECTION_URI needs an ISSUER without {tenant}".into());
+    }
     for (i, iss) in issuers.iter().enumerate() {
         let mut issuer = TrustedIssuer::new(*iss);
         if let Some(tenants) = tenants.as_deref().filter(|_| iss.contains("{tenant}")) {
             issuer = issuer.tenants(tenants.split_whitespace());
         }
-        // Opaque tokens name no issuer: they go to the first.
         match &introspection_uri {
-            Some(uri) if i == 0 => issuer = issuer.introspection_endpoint(uri),
+            Some(uri) if Some(i) == introspecting => issuer = issuer.introspection_endpoint(uri),
             _ => issuer = issuer.without_introspection(),
         }
         builder = builder.trusted_issuer(issuer);

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
 use crate::config::Config;
-use crate::error::{AuthError, TokenError};
+use crate::error::{AuthError, Refusal, TokenError};
 use crate::fetch::FetchError;
 use crate::introspect;
 use crate::issuer::{Issuer, IssuerHealth, Issuers};
@@ -178,7 +178,8 @@ impl<M> BearerAuthLayer<M> {
     /// counted). Call it at start-up to fail fast on a misconfigured
     /// issuer: an error when some issuer's keys cannot be fetched, and 0
     /// when one publishes none that fits its algorithm allow-list. A
-    /// static key set returns at once.
+    /// static key set returns at once. With nothing to fetch up front
+    /// (only templates whose tenants each discover their keys), 0.
     pub async fn prefetch_keys(&self) -> Result<usize, FetchError> {
         let mut fewest = None::<usize>;
         for keys in self.shared.issuers.configured_keys() {
@@ -266,6 +267,10 @@ impl<M> BearerAuthLayer<M> {
     }
 }
 
+/// A `require_active` route, and a token whose issuer does not introspect.
+const NO_ACTIVE_CHECK: Refusal =
+    Refusal::new("this route needs the token's issuer to confirm it is active, and it cannot");
+
 impl Shared {
     /// The verdict for a token verified before, if it is in the cache and
     /// still current: its key still published, its time claims still met.
@@ -342,18 +347,34 @@ impl Shared {
     /// it active accepts it. When none does, a refusal, unless one of them
     /// could not answer: then 503, as it may have been that one's token.
     async fn introspect_opaque(&self, token: &str) -> Result<Principal, AuthError> {
-        let mut verdict = Err(self.refuse(TokenError::Malformed));
-        for issuer in self.issuers.opaque() {
+        let opaque = self.issuers.opaque();
+        self.introspect_in_order(
+            opaque,
+            token,
+            introspect::Use::OpaqueToken,
+            TokenError::Malformed,
+        )
+        .await
+    }
+
+    /// Introspects `token` at each of `issuers` in order: the first that
+    /// calls it active accepts it. Otherwise the most telling refusal: an
+    /// issuer that could not answer over one that said no, over `none`
+    /// when no issuer introspects.
+    async fn introspect_in_order(
+        &self,
+        issuers: &[Arc<Issuer>],
+        token: &str,
+        purpose: introspect::Use,
+        none: TokenError,
+    ) -> Result<Principal, AuthError> {
+        let mut verdict = Err(self.refuse(none));
+        for issuer in issuers {
             let Some(introspector) = &issuer.introspector else {
                 continue;
             };
             match introspector
-                .check(
-                    &self.config,
-                    &issuer.rules,
-                    token,
-                    introspect::Use::OpaqueToken,
-                )
+                .check(&self.config, &issuer.rules, token, purpose)
                 .await
             {
                 Ok(p) => return Ok(p),
@@ -463,20 +484,18 @@ impl Shared {
     /// old (for `require_active` routes). An issuer without introspection
     /// cannot say, so its tokens are refused there.
     pub(crate) async fn check_active(&self, p: &Principal, token: &str) -> Result<(), AuthError> {
-        let issuer = self.issuers.of(p);
-        let Some((issuer, introspector)) = issuer
-            .as_ref()
-            .and_then(|i| Some((i, i.introspector.as_ref()?)))
-        else {
-            return Err(self.refuse(TokenError::WrongIssuer));
+        let issuer;
+        let issuers = match p.claims().iss.as_deref() {
+            // An opaque token whose answer named no issuer: asked again
+            // where opaque tokens are asked, in the same order.
+            None if p.is_introspected() => self.issuers.opaque(),
+            _ => {
+                issuer = self.issuers.of(p);
+                issuer.as_slice()
+            }
         };
-        introspector
-            .check(
-                &self.config,
-                &issuer.rules,
-                token,
-                introspect::Use::ActiveCheck,
-            )
+        let none = TokenError::Refused(NO_ACTIVE_CHECK);
+        self.introspect_in_order(issuers, token, introspect::Use::ActiveCheck, none)
             .await
             .map(drop)
     }

@@ -27,7 +27,6 @@ use crate::error::{AuthError, Refusal};
 use crate::fetch::{FetchError, Fetcher, acceptable_url, loggable};
 use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
 use crate::issuer::{Issuer, Issuers, KeysFrom, TENANT, Template, TrustedIssuer, is_tenant};
-use crate::jwks::store::Sharing;
 use crate::jwks::{FetchBudget, JwksError, KeyPolicy, KeySet, KeyStore, Source, StorePool};
 use crate::jwt::claims::{ClaimPath, Principal};
 use crate::jwt::{ClaimsValidator, Rules};
@@ -309,13 +308,17 @@ impl<M> Builder<M> {
         self
     }
 
-    /// How many tenants each issuer template holds at once: 1 000. Older
-    /// ones are dropped from a bounded cache (and made again on their next
-    /// token); fetching a tenant's keys on request is allowed once per
-    /// [`refetch_cooldown`](Self::refetch_cooldown) per tenant, and for at
-    /// most this many tenants per cooldown in all, so a flood of made-up
-    /// tenants costs bounded memory and bounded fetches (beyond that, 503
-    /// with `Retry-After`).
+    /// How many tenants each issuer template holds at once. Default:
+    /// 1 000. Older ones are dropped from a bounded cache (and made again
+    /// on their next token). A tenant's first discovery is allowed once
+    /// per [`refetch_cooldown`](Self::refetch_cooldown) per tenant, and
+    /// for at most this many new tenants per cooldown in all (beyond that,
+    /// 503 with `Retry-After`); a tenant whose discovery succeeded is not
+    /// counted again. So a flood of made-up tenants costs bounded memory
+    /// and bounded fetches. A dropped tenant lives on only while entries
+    /// of the verified-token cache ([`token_cache`](Self::token_cache))
+    /// still hold its tokens: at most this many tenants plus that cache's
+    /// entries are in memory.
     pub fn max_tenants(mut self, max: u64) -> Self {
         self.s.max_tenants = max;
         self
@@ -419,6 +422,10 @@ impl<M> Builder<M> {
     /// A shared secret for an HMAC algorithm, which is also added to the
     /// allow-list. The secret must be at least as long as the hash output
     /// (32, 48 or 64 bytes). HMAC keys are never taken from a JWKS.
+    ///
+    /// A secret is for a validator with a single issuer: with several (or
+    /// a template), whoever holds it could sign tokens in any issuer's
+    /// name, so [`build`](Self::build) refuses it ([`ConfigError::Issuers`]).
     pub fn shared_secret(mut self, alg: Algorithm, secret: impl Into<Vec<u8>>) -> Self {
         self.s.secrets.push((alg, secret.into()));
         self
@@ -662,6 +669,11 @@ impl<M> Builder<M> {
                 continue;
             }
             let issuer = Arc::new(recipe.make(iss.as_deref(), None)?);
+            if issuer.introspector.is_none() && ti.opaque_tokens == Some(true) {
+                return Err(ConfigError::Issuers(
+                    "opaque_tokens(true) on an issuer without introspection",
+                ));
+            }
             if issuer.introspector.is_some() && ti.opaque_tokens != Some(false) {
                 opaque.push((issuer.clone(), ti.opaque_tokens == Some(true)));
             }
@@ -756,19 +768,15 @@ impl Recipe {
             RecipeKeys::Store(store) => store.clone(),
             RecipeKeys::Discover(secrets) => {
                 let url = checked_url(iss.ok_or(ConfigError::NoKeySource)?)?;
-                let sharing = Sharing {
-                    pool: Some(self.pool.clone()),
-                    budget: self.budget.clone().zip(tenant.map(Box::from)),
-                };
                 KeyStore::new(
-                    Source::Discovery(url, secrets.clone()),
+                    Source::Discovery(url, secrets.clone(), self.pool.clone()),
                     iss.map(str::to_owned),
                     self.algorithms.clone(),
                     self.limits.clone(),
                     self.clock.clone(),
                     self.policy.clone(),
                     &self.fetcher,
-                    sharing,
+                    self.budget.clone().zip(tenant.map(Box::from)),
                 )
             }
         };
@@ -873,10 +881,20 @@ impl<M> Builder<M> {
             (None, None) => None,
         };
         let endpoint = &self.s.introspection_endpoint;
+        if (all.len() > 1 || all.iter().any(TrustedIssuer::is_template))
+            && !self.s.secrets.is_empty()
+        {
+            return Err(ConfigError::Issuers(
+                "a shared secret would let every issuer sign for every other: shared_secret is for a single issuer",
+            ));
+        }
         if all.len() > 1 && (keys.is_some() || endpoint.is_some()) {
             return Err(ConfigError::Issuers(
                 "with several issuers, give jwks_uri, jwks_json and introspection_endpoint on each TrustedIssuer",
             ));
+        }
+        if all.iter().any(|ti| ti.iss.is_empty()) {
+            return Err(ConfigError::EmptyValue("issuer"));
         }
         if all.is_empty() {
             if !self.s.skip_issuer {
@@ -889,9 +907,6 @@ impl<M> Builder<M> {
             only.introspection_endpoint = only.introspection_endpoint.take().or(endpoint.clone());
         }
         for (i, ti) in all.iter().enumerate() {
-            if ti.iss.is_empty() && !self.s.skip_issuer {
-                return Err(ConfigError::EmptyValue("issuer"));
-            }
             if !ti.is_template() && ti.iss.contains(['{', '}']) {
                 return Err(ConfigError::Issuers(
                     "an issuer holds no braces; a template holds one {tenant}",
@@ -1250,7 +1265,7 @@ impl<M> Builder<M> {
             self.s.clock.clone(),
             self.key_policy(),
             fetcher,
-            Sharing::default(),
+            None,
         )
     }
 }

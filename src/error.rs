@@ -106,11 +106,13 @@ pub enum TokenError {
     WrongIssuer,
     /// `aud` does not contain the configured audience.
     WrongAudience,
-    /// A claims rule refused the token: your
+    /// A rule refused the token: your
     /// [`claims_validator`](crate::Builder::claims_validator), the
     /// [`allowed_clients`](crate::Builder::allowed_clients) list, or a
-    /// tenant claim that does not match the tenant of `iss`. Answered with
-    /// the rule's fixed description.
+    /// `require_active` route given a token whose issuer does not
+    /// introspect. Answered with the rule's fixed description. (A tenant
+    /// claim that does not match the tenant of `iss` is
+    /// [`WrongIssuer`](Self::WrongIssuer).)
     Refused(Refusal),
 }
 

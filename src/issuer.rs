@@ -7,7 +7,7 @@
 //!
 //! An issuer template (`https://kc.example.com/realms/{tenant}`) makes a
 //! concrete issuer per tenant on first use, held in a bounded cache; the
-//! fetches of the issuers it makes share one [`FetchBudget`].
+//! first discoveries of the issuers it makes share one [`FetchBudget`].
 //!
 //! [`FetchBudget`]: crate::jwks::FetchBudget
 
@@ -170,7 +170,8 @@ impl TrustedIssuer {
     }
 
     /// Fetch this issuer's keys from this JWKS URL instead of discovery.
-    /// Issuers (and a template's tenants) with the same URL and
+    /// Default: discovery. Issuers (and a template's tenants) with the same
+    /// URL, given here or named by their discovery, and the same
     /// algorithms share one key store: one fetch, one set.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.keys = Some(KeysFrom::JwksUri(uri.into()));
@@ -184,7 +185,13 @@ impl TrustedIssuer {
     }
 
     /// Introspection with these client credentials for this issuer,
-    /// instead of the builder's.
+    /// instead of the builder's. Default: the builder's, if any.
+    ///
+    /// On its own this introspects the issuer's opaque tokens. Routes
+    /// that need `require_active` need a validator built with
+    /// [`Builder::introspection`](crate::Builder::introspection) (it is in
+    /// the validator's type); use [`without_introspection`](Self::without_introspection)
+    /// for the issuers that should not introspect.
     pub fn introspection(mut self, client_id: ClientId, client_secret: ClientSecret) -> Self {
         self.introspection = Some(Some((client_id, client_secret)));
         self

@@ -85,6 +85,8 @@ struct Faults {
     no_etag: bool,
     /// How long each introspection answer takes.
     introspection_delay: Duration,
+    /// The `jwks_uri` discovery names instead of this issuer's own.
+    discovered_jwks_uri: Option<String>,
 }
 
 /// How an endpoint of the test issuer misbehaves; see
@@ -259,6 +261,13 @@ impl TestIssuer {
     /// issuer template `{issuer}/realms/{tenant}` covers every tenant.
     pub fn add_tenant(&self, tenant: &str) {
         lock(&self.state.tenants).insert(tenant.to_owned());
+    }
+
+    /// Makes every discovery document of this issuer (its tenants' too)
+    /// name `uri` as its `jwks_uri`, such as another issuer's; `None`
+    /// restores its own.
+    pub fn set_discovered_jwks_uri(&self, uri: Option<&str>) {
+        self.state.faults().discovered_jwks_uri = uri.map(str::to_owned);
     }
 
     /// The issuer of a tenant: `{issuer}/realms/{tenant}`.
@@ -565,6 +574,13 @@ impl State {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn discovered_jwks_uri(&self) -> String {
+        self.faults()
+            .discovered_jwks_uri
+            .clone()
+            .unwrap_or_else(|| format!("{}/jwks", self.issuer))
+    }
+
     fn add_key(&self, alg: Algorithm, make_current: bool) -> Result<String, String> {
         let pair = new_pair(alg)?;
         let mut keys = self.keys();
@@ -815,7 +831,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         let doc = json!({
             "issuer": format!("{}/realms/{tenant}", state.issuer),
-            "jwks_uri": format!("{}/jwks", state.issuer),
+            "jwks_uri": state.discovered_jwks_uri(),
         });
         return respond(StatusCode::OK, full(doc.to_string()));
     }
@@ -829,7 +845,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
             let doc = json!({
                 "issuer": state.issuer,
-                "jwks_uri": format!("{}/jwks", state.issuer),
+                "jwks_uri": state.discovered_jwks_uri(),
                 "introspection_endpoint": format!("{}/introspect", state.issuer),
                 "id_token_signing_alg_values_supported": ["RS256", "PS256", "ES256", "ES384", "EdDSA"],
             });

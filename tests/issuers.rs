@@ -222,6 +222,70 @@ async fn tenants_whose_discovery_names_one_jwks_uri_share_its_store_and_fetch() 
 }
 
 #[tokio::test]
+async fn discoveries_that_name_each_other_s_keys_are_followed_without_a_loop() {
+    let (a, b) = (
+        TestIssuer::start().await.unwrap(),
+        TestIssuer::start().await.unwrap(),
+    );
+    a.set_discovered_jwks_uri(Some(&b.jwks_uri()));
+    b.set_discovered_jwks_uri(Some(&a.jwks_uri()));
+    let auth = for_both(&a, &b);
+    // Each issuer's keys are those its own discovery names: A's are at B.
+    let a_by_b = b.token().claim("iss", a.issuer()).sign();
+    let b_by_a = a.token().claim("iss", b.issuer()).sign();
+    auth.validate(&a_by_b).await.unwrap();
+    auth.validate(&b_by_a).await.unwrap();
+    // Both name their first key `key-1`: A's own token is checked against
+    // B's `key-1`, and fails.
+    assert_eq!(
+        refused(&auth, &a.token().sign()).await,
+        TokenError::BadSignature
+    );
+    assert_eq!((a.jwks_fetches(), b.jwks_fetches()), (1, 1));
+}
+
+#[tokio::test]
+async fn one_issuer_s_new_discovery_never_changes_the_keys_of_another_that_shared_them() {
+    let clock = ManualClock::at_unix(1_800_000_000);
+    let start = || TestIssuer::builder().clock(clock.clone()).start();
+    let (a, b, other) = (
+        start().await.unwrap(),
+        start().await.unwrap(),
+        start().await.unwrap(),
+    );
+    // B's discovery names A's keys: one store and one fetch serve both.
+    b.set_discovered_jwks_uri(Some(&a.jwks_uri()));
+    let auth = BearerAuthLayer::builder()
+        .clock(clock.clone())
+        .audience("test-api")
+        .trusted_issuer(TrustedIssuer::new(a.issuer()))
+        .trusted_issuer(TrustedIssuer::new(b.issuer()))
+        .build()
+        .unwrap();
+    auth.validate(&a.token().sign()).await.unwrap();
+    auth.validate(&a.token().claim("iss", b.issuer()).sign())
+        .await
+        .unwrap();
+    assert_eq!(a.jwks_fetches(), 1);
+
+    // A day on, A's discovery names other keys.
+    a.set_discovered_jwks_uri(Some(&other.jwks_uri()));
+    clock.advance(Duration::from_secs(86_400 + 1));
+    auth.prefetch_keys().await.unwrap();
+    auth.validate(&other.token().claim("iss", a.issuer()).sign())
+        .await
+        .unwrap();
+    // B still names A's keys: what A's discovery says now is not B's.
+    // (Every test issuer names its first key `key-1`: the other's is
+    // checked against A's, and fails.)
+    let b_by_other = other.token().claim("iss", b.issuer()).sign();
+    assert_eq!(refused(&auth, &b_by_other).await, TokenError::BadSignature);
+    auth.validate(&a.token().claim("iss", b.issuer()).sign())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_keycloak_template_reads_realm_and_client_roles() {
     let idp = TestIssuer::start().await.unwrap();
     idp.add_tenant("acme");
@@ -434,6 +498,22 @@ async fn role_claims_take_strings_arrays_and_namespaced_names_within_limits() {
     // A nested path whose middle is not an object.
     let nested = build(vec![ClaimPath::keycloak_realm_roles()], Limits::default());
     let token = idp.token().claim("realm_access", json!(["x"])).sign();
+    assert_eq!(
+        refused(&nested, &token).await,
+        TokenError::InvalidClaim("roles")
+    );
+    // A member on the path given twice is ambiguous, as a claim would be.
+    let token = idp
+        .token()
+        .claim("realm_access", json!({ "roles": ["reader"] }))
+        .sign();
+    let twice = common::claims_of(&token).to_string().replace(
+        r#""roles":["reader"]"#,
+        r#""roles":["reader"],"roles":["admin"]"#,
+    );
+    let kid = idp.current_kid();
+    let header = json!({ "alg": "RS256", "kid": kid, "typ": "at+jwt" });
+    let token = idp.sign_raw_bytes(&header, twice.as_bytes(), &kid);
     assert_eq!(
         refused(&nested, &token).await,
         TokenError::InvalidClaim("roles")
@@ -698,6 +778,42 @@ async fn opaque_tokens_go_to_the_issuers_chosen_for_them_in_order() {
     both.validate(&b.token().opaque()).await.unwrap();
 }
 
+#[tokio::test]
+async fn require_active_asks_where_the_token_was_accepted() {
+    let (a, b, local) = (
+        TestIssuer::start().await.unwrap(),
+        TestIssuer::start().await.unwrap(),
+        TestIssuer::start().await.unwrap(),
+    );
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    let auth = BearerAuthLayer::builder()
+        .audience("test-api")
+        .introspection(ClientId::new(id), ClientSecret::new(secret))
+        .trusted_issuer(TrustedIssuer::new(a.issuer()).opaque_tokens(true))
+        .trusted_issuer(TrustedIssuer::new(b.issuer()).opaque_tokens(true))
+        .trusted_issuer(TrustedIssuer::new(local.issuer()).without_introspection())
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/payments",
+            get(|| async { "ok" }).route_layer(auth.require_active()),
+        )
+        .layer(auth.clone());
+    // An opaque token B accepted is active at B, though A comes first.
+    let (status, _) = get_status(&app, "/payments", &b.token().opaque()).await;
+    assert_eq!(status, StatusCode::OK);
+    // A JWT of an issuer that cannot introspect: refused, and told why.
+    let (status, challenge) = get_status(&app, "/payments", &local.token().sign()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        challenge
+            .unwrap()
+            .contains("needs the token's issuer to confirm it is active"),
+        "a clear description"
+    );
+}
+
 #[test]
 fn several_issuers_configured_inconsistently_are_refused() {
     let base = || BearerAuthLayer::builder().audience("api");
@@ -745,6 +861,25 @@ fn several_issuers_configured_inconsistently_are_refused() {
             base().trusted_issuer(a().tenant_claim("tid")).build(),
         ),
         (
+            "a shared secret and several issuers",
+            base()
+                .shared_secret(Algorithm::HS256, [7u8; 32])
+                .trusted_issuer(a())
+                .trusted_issuer(TrustedIssuer::new("https://b.example.com"))
+                .build(),
+        ),
+        (
+            "a shared secret and a template",
+            base()
+                .shared_secret(Algorithm::HS256, [7u8; 32])
+                .trusted_issuer(TrustedIssuer::entra())
+                .build(),
+        ),
+        (
+            "opaque tokens without introspection",
+            base().trusted_issuer(a().opaque_tokens(true)).build(),
+        ),
+        (
             "a tenant that is no segment",
             base()
                 .trusted_issuer(
@@ -771,6 +906,14 @@ fn several_issuers_configured_inconsistently_are_refused() {
             .trusted_issuer(TrustedIssuer::entra())
             .build(),
         Err(ConfigError::InvalidLimit("max_tenants"))
+    ));
+    assert!(matches!(
+        base()
+            .issuer("")
+            .insecure_skip_issuer_check()
+            .jwks_json(r#"{"keys":[]}"#)
+            .build(),
+        Err(ConfigError::EmptyValue("issuer"))
     ));
     // The presets build.
     for preset in [

@@ -12,8 +12,11 @@ use super::store::KeyStore;
 use crate::alg::Algorithm;
 
 /// The key stores of one validator by JWKS URL and algorithm list: two
-/// issuers whose keys live at the same URL, read with the same
-/// algorithms, share one store, so one fetch and one set serve both.
+/// issuers whose keys live at the same URL (configured, or named by their
+/// discovery), read with the same algorithms, share one store, so one
+/// fetch and one set serve both. Every store here fetches its one URL and
+/// never discovers: what one issuer's discovery names cannot change the
+/// keys of another issuer.
 #[derive(Default)]
 pub(crate) struct StorePool {
     stores: Mutex<HashMap<Where, Weak<KeyStore>>>,
@@ -40,27 +43,6 @@ impl StorePool {
         stores.retain(|_, s| s.strong_count() > 0);
         stores.insert(key, Arc::downgrade(&store));
         store
-    }
-
-    /// The store already serving `url` for `algorithms`, unless it is
-    /// `me`; when there is none, `me` becomes that store.
-    pub(crate) fn owner(
-        &self,
-        url: &Url,
-        algorithms: &[Algorithm],
-        me: &Weak<KeyStore>,
-    ) -> Option<Arc<KeyStore>> {
-        let mut stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (url.clone(), Box::from(algorithms));
-        match stores.get(&key).and_then(Weak::upgrade) {
-            Some(owner) if !Weak::ptr_eq(&Arc::downgrade(&owner), me) => Some(owner),
-            Some(_) => None,
-            None => {
-                stores.retain(|_, s| s.strong_count() > 0);
-                stores.insert(key, me.clone());
-                None
-            }
-        }
     }
 }
 

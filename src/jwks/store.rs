@@ -12,6 +12,13 @@
 //!   request that queued behind a fetch reuse its result (single-flight). A
 //!   cooldown bounds how often unknown `kid`s can trigger a fetch.
 //!
+//! An issuer found by discovery gets a store that only discovers: it
+//! hands every call to the store for the JWKS URL its discovery named,
+//! which the validator's [`StorePool`] holds and every issuer naming that
+//! URL shares. That store fetches its one URL and never discovers, so no
+//! issuer's discovery can change the keys another issuer is checked with.
+//! Discovery is repeated once a day, in the background.
+//!
 //! A failed fetch (transport error, a status other than 200/304, a body
 //! that is not a JWK set) keeps the last good set, up to `max_stale` past
 //! its expiry, and retries with exponential backoff. A well-formed set
@@ -20,7 +27,7 @@
 //! `Arc`, so the verifications cached with them survive a refresh.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
@@ -41,8 +48,9 @@ pub(crate) enum Source {
     /// A JWKS URL, plus configured shared secrets.
     Jwks(Url, KeySet),
     /// An issuer whose discovery document names the JWKS URL, plus
-    /// configured shared secrets.
-    Discovery(Url, KeySet),
+    /// configured shared secrets. The set is kept by the pool's store for
+    /// that URL, which every issuer naming it shares.
+    Discovery(Url, KeySet, Arc<StorePool>),
 }
 
 /// How fetched key sets age. Defaults in [`crate::config`].
@@ -127,18 +135,24 @@ pub(crate) struct Loaded {
     pub(crate) set: KeySet,
     /// Past this, the set is not used at all.
     usable_until: SystemTime,
-    /// Which set this is: a new one per fetched set, kept by a 304. Equal
-    /// ids mean the very same keys.
+    /// Which set this is: unique among every store's sets, kept by a 304.
+    /// Equal ids mean the very same keys.
     id: u64,
+}
+
+/// The id of the next set loaded by any store.
+static NEXT_SET_ID: AtomicU64 = AtomicU64::new(0);
+
+fn next_set_id() -> u64 {
+    NEXT_SET_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 pub(crate) struct KeyStore {
     current: ArcSwapOption<Loaded>,
-    /// The id of the next set loaded.
-    next_set_id: AtomicU64,
     /// Bumped after every successful fetch.
     generation: AtomicU64,
-    /// Unix milliseconds at which a background refresh is due.
+    /// Unix milliseconds at which a background refresh (or, for a
+    /// discovering store, a new discovery) is due.
     next_background: AtomicU64,
     background_running: AtomicBool,
     remote: Option<Remote>,
@@ -149,47 +163,41 @@ pub(crate) struct KeyStore {
     limits: Limits,
     clock: Arc<dyn Clock>,
     policy: KeyPolicy,
-    /// This store, to register it in the pool.
+    /// This store, to follow a delegate's health.
     me: Weak<KeyStore>,
-    /// Where a discovered JWKS URL may already have a store.
-    pool: Option<Arc<StorePool>>,
-    /// The store that serves this one's discovered JWKS URL, once found:
-    /// every call goes there.
+    /// The discovering stores that delegate here: their health is this
+    /// store's, updated with it.
+    followers: std::sync::Mutex<Vec<Weak<KeyStore>>>,
+    /// A discovering store's: the pool's store for the JWKS URL its
+    /// discovery named, which serves every call. That store fetches one
+    /// fixed URL and never delegates, so a delegate has no delegate of its
+    /// own and one issuer's discovery never changes another's keys.
     delegate: ArcSwapOption<KeyStore>,
-    /// Whether `delegate` is set: read first, so that the hot path pays
-    /// one plain load for the indirection.
+    /// Whether `delegate` is set: read first, so that a store that does
+    /// not delegate pays one plain load for the indirection.
     delegated: AtomicBool,
-    /// Gates request-triggered fetches of a template's made-up issuers.
+    /// Gates the first discovery of a template's made-up issuers.
     budget: Option<(Arc<FetchBudget>, Box<str>)>,
 }
 
-/// Who shares what with a store: the pool its discovered JWKS URL is
-/// looked up in, and the fetch budget of the template it serves (with the
-/// tenant).
-#[derive(Default)]
-pub(crate) struct Sharing {
-    pub pool: Option<Arc<StorePool>>,
-    pub budget: Option<(Arc<FetchBudget>, Box<str>)>,
-}
-
-/// What one fetch did.
-enum Outcome {
-    /// A new set is current (or the old one again, after a 304).
-    Loaded,
-    /// Discovery named a JWKS URL another store already serves; this one
-    /// now delegates to it.
-    Delegated(Arc<KeyStore>),
-}
-
-/// A key set that is fetched.
-struct Remote {
-    fetcher: Fetcher,
-    /// The configured JWKS URL, or `None` when discovery finds it.
-    jwks_uri: Option<Url>,
-    /// The issuer, for discovery.
-    issuer_url: Option<Url>,
-    /// Configured shared secrets, added to every fetched set.
-    secrets: KeySet,
+/// Where a store's keys are fetched from.
+enum Remote {
+    /// A JWKS URL, fetched by this store.
+    Jwks {
+        fetcher: Fetcher,
+        uri: Url,
+        /// Configured shared secrets, added to every fetched set.
+        secrets: KeySet,
+    },
+    /// An issuer whose discovery names the JWKS URL; the pool's store for
+    /// that URL fetches it.
+    Discovery {
+        fetcher: Fetcher,
+        issuer_url: Url,
+        /// Configured shared secrets, for the store the pool makes.
+        secrets: KeySet,
+        pool: Arc<StorePool>,
+    },
 }
 
 #[derive(Default)]
@@ -247,6 +255,10 @@ impl Snapshot {
 
 const NEVER: u64 = u64::MAX;
 
+/// How long after a failed discovery a discovering store that has a JWKS
+/// URL tries again in the background.
+const REDISCOVERY_RETRY: Duration = Duration::from_secs(300);
+
 impl KeyStore {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -257,33 +269,32 @@ impl KeyStore {
         clock: Arc<dyn Clock>,
         policy: KeyPolicy,
         fetcher: &Fetcher,
-        sharing: Sharing,
+        budget: Option<(Arc<FetchBudget>, Box<str>)>,
     ) -> Arc<Self> {
         let forever = |set: KeySet| {
             Arc::new(Loaded {
                 set,
                 usable_until: far_future(),
-                id: 0,
+                id: next_set_id(),
             })
         };
         let (current, remote) = match source {
             Source::Static(set) => (Some(forever(set)), None),
             Source::Jwks(uri, secrets) => (
                 secrets.as_partial().map(forever),
-                Some(Remote {
+                Some(Remote::Jwks {
                     fetcher: fetcher.clone(),
-                    jwks_uri: Some(uri),
-                    issuer_url: None,
+                    uri,
                     secrets,
                 }),
             ),
-            Source::Discovery(issuer, secrets) => (
+            Source::Discovery(issuer_url, secrets, pool) => (
                 secrets.as_partial().map(forever),
-                Some(Remote {
+                Some(Remote::Discovery {
                     fetcher: fetcher.clone(),
-                    jwks_uri: None,
-                    issuer_url: Some(issuer),
+                    issuer_url,
                     secrets,
+                    pool,
                 }),
             ),
         };
@@ -296,7 +307,6 @@ impl KeyStore {
         };
         Arc::new_cyclic(|me| Self {
             current: ArcSwapOption::new(current),
-            next_set_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
             next_background: AtomicU64::new(NEVER),
             background_running: AtomicBool::new(false),
@@ -309,14 +319,14 @@ impl KeyStore {
             clock,
             policy,
             me: me.clone(),
-            pool: sharing.pool,
+            followers: std::sync::Mutex::new(Vec::new()),
             delegate: ArcSwapOption::empty(),
             delegated: AtomicBool::new(false),
-            budget: sharing.budget,
+            budget,
         })
     }
 
-    /// The store this one delegates to, if discovery found one.
+    /// The store this one delegates to, once discovery found it.
     fn delegate(&self) -> Option<Arc<KeyStore>> {
         if self.delegated.load(Ordering::Acquire) {
             self.delegate.load_full()
@@ -325,23 +335,26 @@ impl KeyStore {
         }
     }
 
-    /// From now on `owner` serves this store's keys. Whoever watches this
-    /// store's health goes on seeing the owner's.
+    /// The JWKS URL this store fetches itself.
+    fn jwks_url(&self) -> Option<&Url> {
+        match &self.remote {
+            Some(Remote::Jwks { uri, .. }) => Some(uri),
+            _ => None,
+        }
+    }
+
+    /// From now on `owner` serves this store's keys, and this store's
+    /// health is the owner's.
     fn delegate_to(&self, owner: &Arc<KeyStore>) {
         self.delegate.store(Some(owner.clone()));
         self.delegated.store(true, Ordering::Release);
-        let mut rx = owner.health.subscribe();
-        self.health.send_replace(rx.borrow_and_update().clone());
-        let tx = self.health.clone();
-        if tx.receiver_count() > 0
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                while rx.changed().await.is_ok() && tx.receiver_count() > 0 {
-                    tx.send_replace(rx.borrow_and_update().clone());
-                }
-            });
-        }
+        // Under the lock, so that no update of the owner's comes between.
+        let mut followers = owner
+            .followers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        followers.push(self.me.clone());
+        self.health.send_replace(owner.health.borrow().clone());
     }
 
     /// Minimum time between triggered fetches.
@@ -352,17 +365,17 @@ impl KeyStore {
     /// The keys usable at `now`, without locking. Starts a background
     /// refresh when one is due; never waits for it.
     pub(crate) fn snapshot(self: &Arc<Self>, now: SystemTime) -> Snapshot {
-        if self.delegated.load(Ordering::Relaxed)
-            && let Some(owner) = self.delegate()
+        if unix_millis(now) >= self.next_background.load(Ordering::Relaxed) {
+            self.spawn_background_refresh();
+        }
+        if self.delegated.load(Ordering::Acquire)
+            && let Some(owner) = self.delegate.load().as_ref()
         {
             return owner.snapshot(now);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = self.current.load();
         let usable = loaded.as_ref().is_some_and(|l| now < l.usable_until);
-        if unix_millis(now) >= self.next_background.load(Ordering::Relaxed) {
-            self.spawn_background_refresh();
-        }
         Snapshot {
             loaded,
             usable,
@@ -397,10 +410,34 @@ impl KeyStore {
 
     /// The health snapshot, and a receiver that sees every update.
     pub(crate) fn health(&self) -> watch::Receiver<KeyHealth> {
-        match self.delegate() {
-            Some(owner) => owner.health.subscribe(),
-            None => self.health.subscribe(),
+        self.health.subscribe()
+    }
+
+    /// Updates the health, and that of every store delegating here.
+    fn update_health(&self, f: impl FnOnce(&mut KeyHealth)) {
+        self.health.send_modify(f);
+        let mut followers = self
+            .followers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if followers.is_empty() {
+            return;
         }
+        let health = self.health.borrow().clone();
+        followers.retain(|follower| match follower.upgrade() {
+            Some(f) if f.delegates_to(self) => {
+                f.health.send_replace(health.clone());
+                true
+            }
+            _ => false,
+        });
+    }
+
+    fn delegates_to(&self, owner: &KeyStore) -> bool {
+        self.delegate
+            .load()
+            .as_ref()
+            .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), owner))
     }
 
     /// Fetches a new set because a request needs keys that the snapshot of
@@ -414,10 +451,10 @@ impl KeyStore {
 
     async fn refresh_own(&self, seen: u64) -> Refresh {
         let mut state = self.refresh.lock().await;
-        if let Some(owner) = self.delegate() {
-            // Discovery delegated while this call waited for the lock.
-            drop(state);
-            return owner.refresh_shared().await;
+        if self.delegated.load(Ordering::Acquire) {
+            // Discovery delegated while this call waited for the lock: the
+            // caller's next snapshot is the delegate's.
+            return Refresh::Updated;
         }
         if self.generation.load(Ordering::Acquire) != seen {
             return Refresh::Updated;
@@ -457,11 +494,11 @@ impl KeyStore {
         // into one fetch each.
         state.last_triggered = Some(now);
         match self.fetch(remote, &mut state, now).await {
-            Ok(Outcome::Delegated(owner)) => {
+            Ok(Some(owner)) => {
                 drop(state);
-                owner.refresh_shared().await
+                owner.refresh_unless_loaded().await
             }
-            Ok(Outcome::Loaded) => {
+            Ok(None) => {
                 // The first successful load does not start the cooldown, so
                 // a rotation right after start-up is picked up at once.
                 if !had_keys {
@@ -475,9 +512,9 @@ impl KeyStore {
         }
     }
 
-    /// After delegating: the owner's set if it has one, else a fetch
-    /// by the owner.
-    async fn refresh_shared(&self) -> Refresh {
+    /// Right after a discovering store delegated here: this store's set if
+    /// it has a usable one, else a fetch.
+    async fn refresh_unless_loaded(&self) -> Refresh {
         let seen = self.generation.load(Ordering::Acquire);
         if self
             .current
@@ -493,55 +530,92 @@ impl KeyStore {
     /// Fetches the key set now, regardless of cooldowns; returns how many
     /// usable keys the issuer publishes (configured secrets not counted).
     pub(crate) async fn prefetch(&self) -> Result<usize, FetchError> {
-        if let Some(owner) = self.delegate() {
-            return Box::pin(owner.prefetch()).await;
-        }
-        let mut state = self.refresh.lock().await;
-        if let Some(remote) = &self.remote
-            && let Outcome::Delegated(owner) =
+        let owner = match &self.remote {
+            Some(remote) => {
+                let mut state = self.refresh.lock().await;
                 self.fetch(remote, &mut state, self.clock.now()).await?
-        {
-            drop(state);
-            return Box::pin(owner.prefetch()).await;
+            }
+            None => None,
+        };
+        match owner {
+            Some(owner) => Box::pin(owner.prefetch()).await,
+            None => Ok(self
+                .current
+                .load()
+                .as_ref()
+                .map_or(0, |l| l.set.published_len())),
         }
-        Ok(self
-            .current
-            .load()
-            .as_ref()
-            .map_or(0, |l| l.set.published_len()))
     }
 
-    /// One fetch, with everything that follows from its outcome: the new
-    /// set, its lifetimes, the next background refresh, logs and health.
+    /// One fetch, with everything that follows from its outcome. A store
+    /// with a JWKS URL fetches the set and returns `None`. A discovering
+    /// store discovers (unless its discovery is still fresh) and returns
+    /// the store it now delegates to.
     async fn fetch(
         &self,
         remote: &Remote,
         state: &mut RefreshState,
         now: SystemTime,
-    ) -> Result<Outcome, FetchError> {
-        let started = Instant::now();
-        let result = match self.jwks_uri(remote, state, now).await {
-            Ok(uri) => {
-                if let Some(owner) = self.shared_owner(remote, &uri) {
-                    tracing::info!(
-                        url = loggable(&uri),
-                        "another issuer's key store serves this JWKS URL; sharing it"
-                    );
-                    self.delegate_to(&owner);
-                    return Ok(Outcome::Delegated(owner));
-                }
-                self.fetch_set(remote, &uri, state).await
+    ) -> Result<Option<Arc<KeyStore>>, FetchError> {
+        match remote {
+            Remote::Jwks {
+                fetcher,
+                uri,
+                secrets,
+            } => {
+                let started = Instant::now();
+                let result = self.fetch_set(fetcher, uri, secrets, state).await;
+                self.loaded(uri, result, started, state, now).map(|()| None)
             }
-            Err(e) => Err(e),
-        };
+            Remote::Discovery {
+                fetcher,
+                issuer_url,
+                secrets,
+                pool,
+            } => {
+                let uri = self.discover(fetcher, issuer_url, state, now).await?;
+                let current = self.delegate();
+                if let Some(owner) = current.as_ref().filter(|o| o.jwks_url() == Some(&uri)) {
+                    return Ok(Some(owner.clone()));
+                }
+                if current.is_some() {
+                    tracing::info!(
+                        issuer = loggable(issuer_url),
+                        url = loggable(&uri),
+                        "the discovery document names a new JWKS URL; using its keys from now on"
+                    );
+                }
+                let owner = pool.get_or_insert(&uri, &self.algorithms, || {
+                    KeyStore::new(
+                        Source::Jwks(uri.clone(), secrets.clone()),
+                        None,
+                        self.algorithms.clone(),
+                        self.limits.clone(),
+                        self.clock.clone(),
+                        self.policy.clone(),
+                        fetcher,
+                        None,
+                    )
+                });
+                self.delegate_to(&owner);
+                Ok(Some(owner))
+            }
+        }
+    }
+
+    /// Everything that follows from a JWKS fetch's outcome: the new set,
+    /// its lifetimes, the next background refresh, logs and health.
+    fn loaded(
+        &self,
+        uri: &Url,
+        result: Result<(Option<FetchedSet>, Option<Duration>), FetchError>,
+        started: Instant,
+        state: &mut RefreshState,
+        now: SystemTime,
+    ) -> Result<(), FetchError> {
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let old = self.current.load_full().filter(|l| !l.set.is_partial());
-        let uri = state
-            .discovered
-            .as_ref()
-            .map(|(u, _)| u)
-            .or(remote.jwks_uri.as_ref())
-            .map(loggable);
+        let uri = loggable(uri);
         match result {
             Ok((set, max_age)) => {
                 let status = if set.is_some() { 200 } else { 304 };
@@ -554,19 +628,16 @@ impl KeyStore {
                     && f.usable == 0
                 {
                     tracing::error!(
-                        url = uri.as_deref(),
+                        url = uri.as_str(),
                         skipped = f.skipped,
                         "the issuer's JWK set holds no usable key; its tokens are refused until it publishes one"
                     );
                 }
                 let (set, id) = match (set, &old) {
-                    (Some(f), _) => (f.set, self.next_set_id.fetch_add(1, Ordering::Relaxed)),
+                    (Some(f), _) => (f.set, next_set_id()),
                     // 304: the set we have is current again.
                     (None, Some(old)) => (old.set.clone(), old.id),
-                    (None, None) => (
-                        KeySet::default(),
-                        self.next_set_id.fetch_add(1, Ordering::Relaxed),
-                    ),
+                    (None, None) => (KeySet::default(), next_set_id()),
                 };
                 let refresh_at = now + ttl.mul_f64(jitter());
                 let added: Vec<&str> = set
@@ -586,7 +657,7 @@ impl KeyStore {
                     })
                     .unwrap_or_default();
                 tracing::info!(
-                    url = uri.as_deref(),
+                    url = uri.as_str(),
                     status,
                     keys = set.len(),
                     ?added,
@@ -598,7 +669,7 @@ impl KeyStore {
                     "JWK set fetched"
                 );
                 let usable_until = now + ttl + p.max_stale;
-                self.health.send_modify(|h| {
+                self.update_health(|h| {
                     h.key_count = set.len();
                     h.skipped_keys = skipped.unwrap_or(h.skipped_keys);
                     h.kids = set.kids().map(str::to_owned).collect();
@@ -617,7 +688,7 @@ impl KeyStore {
                 self.next_background
                     .store(unix_millis(refresh_at), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
-                Ok(Outcome::Loaded)
+                Ok(())
             }
             Err(e) => {
                 let failures = self.health.borrow().consecutive_failures.saturating_add(1);
@@ -626,7 +697,7 @@ impl KeyStore {
                     Duration::from_secs(5 << (failures - 1).min(6)).min(Duration::from_secs(300));
                 let usable = old.as_ref().map(|l| l.usable_until);
                 tracing::error!(
-                    url = uri.as_deref(),
+                    url = uri.as_str(),
                     error = %e,
                     elapsed_ms,
                     consecutive_failures = failures,
@@ -638,7 +709,7 @@ impl KeyStore {
                 // kids then fail fast instead of queueing for another try.
                 state.last_triggered = Some(now);
                 let retry = old.is_some().then(|| now + backoff);
-                self.health.send_modify(|h| {
+                self.update_health(|h| {
                     h.last_error = Some((now, e.clone()));
                     h.consecutive_failures = failures;
                     h.next_refresh = retry.or(h.next_refresh);
@@ -652,42 +723,15 @@ impl KeyStore {
         }
     }
 
-    /// The JWKS URL: configured, or found by discovery.
-    async fn jwks_uri(
-        &self,
-        remote: &Remote,
-        state: &mut RefreshState,
-        now: SystemTime,
-    ) -> Result<Url, FetchError> {
-        match (&remote.jwks_uri, &remote.issuer_url) {
-            (Some(uri), _) => Ok(uri.clone()),
-            (None, Some(issuer)) => self.discover(remote, issuer, state, now).await,
-            (None, None) => Err(FetchError::InvalidDocument("no JWKS URL".into())),
-        }
-    }
-
-    /// The store already serving a discovered JWKS URL, if another one is.
-    fn shared_owner(&self, remote: &Remote, uri: &Url) -> Option<Arc<KeyStore>> {
-        // A configured URL was shared when the store was made; secrets
-        // would have to agree too.
-        if remote.jwks_uri.is_some() || !remote.secrets.is_empty() {
-            return None;
-        }
-        self.pool.as_ref()?.owner(uri, &self.algorithms, &self.me)
-    }
-
     /// The new set (`None` for a 304) and the server's `max-age`.
     async fn fetch_set(
         &self,
-        remote: &Remote,
+        fetcher: &Fetcher,
         uri: &Url,
+        secrets: &KeySet,
         state: &mut RefreshState,
     ) -> Result<(Option<FetchedSet>, Option<Duration>), FetchError> {
-        match remote
-            .fetcher
-            .get_conditional(uri, &state.validators)
-            .await?
-        {
+        match fetcher.get_conditional(uri, &state.validators).await? {
             Fetched::NotModified { max_age } => Ok((None, max_age)),
             Fetched::Body {
                 body,
@@ -703,7 +747,7 @@ impl KeyStore {
                 )
                 .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
                 let usable = set.len();
-                set.extend(&remote.secrets);
+                set.extend(secrets);
                 state.validators = validators;
                 Ok((
                     Some(FetchedSet {
@@ -717,51 +761,58 @@ impl KeyStore {
         }
     }
 
-    /// The JWKS URL from discovery, fetched again once a day (with the
-    /// issuer check each time). If that fails, the URL found before stays.
+    /// The JWKS URL from discovery (with the issuer check), fetched again
+    /// once a day. If that fails, the URL found before stays and another
+    /// try is due in five minutes.
     async fn discover(
         &self,
-        remote: &Remote,
+        fetcher: &Fetcher,
         issuer: &Url,
         state: &mut RefreshState,
         now: SystemTime,
     ) -> Result<Url, FetchError> {
+        let max_age = self.policy.discovery_max_age;
         if let Some((uri, at)) = &state.discovered
-            && now
-                .duration_since(*at)
-                .is_ok_and(|age| age < self.policy.discovery_max_age)
+            && now.duration_since(*at).is_ok_and(|age| age < max_age)
         {
             return Ok(uri.clone());
         }
         let expected = self.issuer.as_deref().unwrap_or(issuer.as_str());
-        let found = remote
-            .fetcher
-            .discover(issuer, expected)
-            .await
-            .and_then(|meta| {
-                meta.jwks_uri
-                    .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))
-            });
-        match found {
-            Ok(uri) => {
-                if state.discovered.as_ref().is_none_or(|(old, _)| *old != uri) {
-                    state.validators = Validators::default();
-                }
+        let found = fetcher.discover(issuer, expected).await.and_then(|meta| {
+            meta.jwks_uri
+                .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))
+        });
+        let (result, next) = match (found, &state.discovered) {
+            (Ok(uri), _) => {
                 state.discovered = Some((uri.clone(), now));
-                Ok(uri)
+                (Ok(uri), now + max_age)
             }
-            Err(e) => match &state.discovered {
-                Some((uri, _)) => {
-                    tracing::warn!(
-                        issuer = loggable(issuer),
-                        error = %e,
-                        "refreshing the discovery document failed; keeping the JWKS URL found before"
-                    );
-                    Ok(uri.clone())
-                }
-                None => Err(e),
-            },
-        }
+            (Err(e), Some((uri, _))) => {
+                tracing::warn!(
+                    issuer = loggable(issuer),
+                    error = %e,
+                    "refreshing the discovery document failed; keeping the JWKS URL found before"
+                );
+                (Ok(uri.clone()), now + REDISCOVERY_RETRY)
+            }
+            (Err(e), None) => {
+                tracing::error!(
+                    issuer = loggable(issuer),
+                    error = %e,
+                    "fetching the discovery document failed"
+                );
+                // Requests for keys then fail fast until the cooldown passes.
+                state.last_triggered = Some(now);
+                self.health.send_modify(|h| {
+                    h.last_error = Some((now, e.clone()));
+                    h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+                });
+                return Err(e);
+            }
+        };
+        self.next_background
+            .store(unix_millis(next), Ordering::Relaxed);
+        result
     }
 }
 

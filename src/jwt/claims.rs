@@ -576,6 +576,7 @@ impl<'de> Visitor<'de> for RolesSeed<'_, '_> {
         if self.paths.iter().all(|p| p.is_empty()) {
             return Err(invalid("roles", self.failure));
         }
+        let mut names = Names::default();
         while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
             let paths: Vec<&[Box<str>]> = self
                 .paths
@@ -593,6 +594,10 @@ impl<'de> Visitor<'de> for RolesSeed<'_, '_> {
                     max: self.max,
                     failure: &mut *self.failure,
                 })?;
+            }
+            // As at the top level: a name given twice is ambiguous.
+            if !names.insert(name) {
+                return Err(invalid("roles", self.failure));
             }
         }
         Ok(())
