@@ -353,6 +353,8 @@ impl KeyStore {
             .followers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Dropped stores go, and this one is listed once.
+        followers.retain(|f| f.strong_count() > 0 && !Weak::ptr_eq(f, &self.me));
         followers.push(self.me.clone());
         self.health.send_replace(owner.health.borrow().clone());
     }
