@@ -14,6 +14,10 @@
 //! | `JWKS_URI` | optional override of discovery, for a single issuer without `{tenant}` only |
 //! | `INTROSPECTION_URI`, `INTROSPECTION_CLIENT_ID`, `INTROSPECTION_CLIENT_SECRET` | optional; opaque tokens are then accepted through RFC 7662 introspection, at the first issuer without `{tenant}` |
 //! | `ROLES_CLAIM` | claim path for roles (`realm_access.roles`, `https://example.com/roles`), default `roles` |
+//! | `DPOP` | `allowed` (default: bearer and DPoP-bound tokens), `required` or `off` |
+//! | `PUBLIC_ORIGIN` | optional origin DPoP proofs name (`https://api.example.com`); without it, `http://` and the request's `Host` |
+//! | `DPOP_NONCE` | `1`: DPoP server nonces on (a random secret per process) |
+//! | `CLIENT_CERT_HEADER` | optional header carrying the client certificate as URL-encoded PEM, from a TLS-terminating proxy, for certificate-bound tokens |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open), `GET /me` (any valid token),
@@ -26,7 +30,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use tower_bearer::{BearerAuthLayer, ClaimPath, ClientId, ClientSecret, Principal, TrustedIssuer};
+use tower_bearer::{
+    BearerAuthLayer, CertificateFormat, CertificateHeader, ClaimPath, ClientId, ClientSecret, Dpop,
+    Principal, TrustedIssuer,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -53,6 +60,28 @@ async fn run() -> Result<(), String> {
     let mut builder = BearerAuthLayer::builder()
         .audience(audience)
         .role_claims([ClaimPath::parse(&roles)]);
+    let mut dpop = match var("DPOP").as_deref() {
+        None | Some("allowed") => Dpop::allowed(),
+        Some("required") => Dpop::required(),
+        Some("off") => Dpop::off(),
+        Some(_) => return Err("DPOP is allowed, required or off".into()),
+    };
+    if var("DPOP_NONCE").as_deref() == Some("1") {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no randomness for the nonce secret")?;
+        dpop = dpop.nonces(secret, std::time::Duration::from_secs(300));
+    }
+    builder = builder.dpop(dpop);
+    builder = match var("PUBLIC_ORIGIN") {
+        Some(origin) => builder.public_origin(origin),
+        // Loopback and tests: no TLS in front of this server.
+        None => builder.request_scheme("http"),
+    };
+    if let Some(name) = var("CLIENT_CERT_HEADER") {
+        let header = CertificateHeader::new(&name, CertificateFormat::UrlEncodedPem)
+            .ok_or("CLIENT_CERT_HEADER is not a header name")?;
+        builder = builder.client_certificate_header(header);
+    }
     let introspection_uri = var("INTROSPECTION_URI");
     // Opaque tokens name no issuer (nor tenant): they go to the first
     // issuer that is not a template.

@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+
 use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
 use crate::config::Config;
-use crate::error::{AuthError, Refusal, TokenError};
+use crate::error::{AuthError, Protocol, Refusal, TokenError};
 use crate::fetch::FetchError;
 use crate::introspect;
 use crate::issuer::{Issuer, IssuerHealth, Issuers};
@@ -20,6 +23,7 @@ use crate::jwks::{Key, KeyHealth, KeySet};
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::revocation::RevocationCheck;
+use crate::sender::{Binding, Parts, Scheme};
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
 /// it in front of a service.
@@ -79,6 +83,8 @@ impl From<BearerAuthLayer<WithIntrospection>> for BearerAuthLayer {
 /// state that changes while it runs.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// What binds tokens to their senders: DPoP and client certificates.
+    pub(crate) binding: Binding,
     issuers: Issuers,
     cache: Option<Arc<TokenCache>>,
     /// Every revocation check configured; any one can revoke.
@@ -129,6 +135,7 @@ pub(crate) enum Pending {
 impl<M> BearerAuthLayer<M> {
     pub(crate) fn new(
         config: Config,
+        binding: Binding,
         issuers: Issuers,
         cache: Option<Arc<TokenCache>>,
         revocation: Box<[Arc<dyn RevocationCheck>]>,
@@ -136,6 +143,7 @@ impl<M> BearerAuthLayer<M> {
         Self {
             shared: Arc::new(Shared {
                 config,
+                binding,
                 issuers,
                 cache,
                 revocation,
@@ -525,5 +533,65 @@ impl Shared {
     fn refuse(&self, e: TokenError) -> AuthError {
         tracing::debug!(reason = %e, "bearer token refused");
         AuthError::InvalidToken(e)
+    }
+
+    /// The binding checks of a valid token (DPoP proof, client
+    /// certificate), which every request runs, cached token or not.
+    pub(crate) fn check_binding<B>(
+        &self,
+        p: &Principal,
+        scheme: Scheme,
+        token: &[u8],
+        req: &http::Request<B>,
+    ) -> Result<(), AuthError> {
+        let now = || unix_seconds(self.config.clock.now());
+        self.binding
+            .check(p, scheme, token, &Parts::of(req), now)
+            .inspect_err(|e| tracing::debug!(reason = %e, "sender constraint not met"))
+    }
+
+    /// The answer to a refusal: the error's response, with the challenges
+    /// of every scheme this validator takes (RFC 9449 §7.1: the error in
+    /// the challenge of the scheme it concerns), then your hook.
+    pub(crate) fn error_response(&self, err: &AuthError, protocol: Protocol) -> Response<Bytes> {
+        let realm = self.config.realm.as_deref();
+        let mut res = err.respond(realm, protocol);
+        if let Some(algs) = self.binding.dpop_algs()
+            && !matches!(err, AuthError::TemporarilyUnavailable { .. })
+        {
+            let in_dpop = protocol.dpop
+                || matches!(
+                    err,
+                    AuthError::InvalidDpopProof(_)
+                        | AuthError::UseDpopNonce
+                        | AuthError::InvalidToken(
+                            TokenError::DpopRequired | TokenError::NotDpopBound
+                        )
+                );
+            let bearer = self.binding.accepts_bearer()
+                && !matches!(err, AuthError::InvalidToken(TokenError::DpopRequired));
+            let dpop = err.challenge("DPoP", realm, in_dpop, Some(algs));
+            let bearer = bearer.then(|| err.challenge("Bearer", realm, !in_dpop, None));
+            // The challenge that carries the error first.
+            let (first, second) = match bearer {
+                Some(bearer) if !in_dpop => (bearer, Some(dpop)),
+                bearer => (dpop, bearer),
+            };
+            let headers = res.headers_mut();
+            headers.insert(header::WWW_AUTHENTICATE, first);
+            if let Some(second) = second {
+                headers.append(header::WWW_AUTHENTICATE, second);
+            }
+            if matches!(err, AuthError::UseDpopNonce)
+                && let Some(nonce) = self.binding.nonce(unix_seconds(self.config.clock.now()))
+                && let Ok(v) = HeaderValue::from_str(&nonce)
+            {
+                headers.insert("dpop-nonce", v);
+            }
+        }
+        match &self.config.responder {
+            Some(f) => f(err, res),
+            None => res,
+        }
     }
 }

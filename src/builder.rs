@@ -23,6 +23,7 @@ use crate::config::{
     MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE,
     TokenTypePolicy,
 };
+use crate::dpop::{self, Nonces};
 use crate::error::{AuthError, Refusal};
 use crate::fetch::{FetchError, Fetcher, acceptable_url, loggable};
 use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
@@ -30,7 +31,9 @@ use crate::issuer::{Issuer, Issuers, KeysFrom, TENANT, Template, TrustedIssuer, 
 use crate::jwks::{FetchBudget, JwksError, KeyPolicy, KeySet, KeyStore, Source, StorePool};
 use crate::jwt::claims::{ClaimPath, Principal};
 use crate::jwt::{ClaimsValidator, Rules};
+use crate::mtls::CertificateHeader;
 use crate::revocation::{RevocationCheck, RevocationList};
+use crate::sender::{Binding, Dpop, DpopMode, MAX_DPOP_WINDOW, Origin};
 
 /// A configuration mistake found by [`Builder::build`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,11 @@ pub enum ConfigError {
     /// A role claim path is empty, too deep, or names a claim this crate
     /// reads for something else (`iss`, `aud`, `scope`, …).
     RoleClaim(&'static str),
+    /// Sender-constrained tokens are configured inconsistently: DPoP proof
+    /// algorithms empty or symmetric, a nonce secret shorter than 32
+    /// bytes, a public origin that is not an origin, a request scheme
+    /// other than `http` or `https`.
+    SenderConstraint(&'static str),
     /// A duration setting is longer than its bound.
     TooLong {
         /// The builder method.
@@ -106,7 +114,9 @@ impl fmt::Display for ConfigError {
             Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
             Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
             Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
-            Self::Introspection(why) | Self::Issuers(why) => f.write_str(why),
+            Self::Introspection(why) | Self::Issuers(why) | Self::SenderConstraint(why) => {
+                f.write_str(why)
+            }
             Self::RoleClaim(why) => write!(f, "role claim: {why}"),
             Self::TooLong { setting, max } => {
                 write!(f, "{setting} must be at most {}", human(*max))
@@ -215,6 +225,11 @@ struct Settings {
     validators: Vec<ClaimsValidator>,
     allowed_clients: Option<Vec<String>>,
     max_tenants: u64,
+    dpop: Dpop,
+    public_origin: Option<String>,
+    request_scheme: &'static str,
+    trust_forwarded: bool,
+    certificate_header: Option<CertificateHeader>,
 }
 
 impl<M> fmt::Debug for Builder<M> {
@@ -266,6 +281,11 @@ impl Default for Builder {
             validators: Vec::new(),
             allowed_clients: None,
             max_tenants: DEFAULT_MAX_TENANTS,
+            dpop: Dpop::default(),
+            public_origin: None,
+            request_scheme: "https",
+            trust_forwarded: false,
+            certificate_header: None,
         })
     }
 }
@@ -640,6 +660,53 @@ impl<M> Builder<M> {
         self
     }
 
+    /// How DPoP (RFC 9449) is treated. Default: [`Dpop::allowed`]: bearer
+    /// tokens with the `Bearer` scheme, DPoP-bound tokens with the `DPoP`
+    /// scheme and a proof. A DPoP-bound token is refused with the `Bearer`
+    /// scheme or without a valid proof whatever this says.
+    pub fn dpop(mut self, dpop: Dpop) -> Self {
+        self.s.dpop = dpop;
+        self
+    }
+
+    /// The origin clients reach this API at, `https://api.example.com`:
+    /// what a DPoP proof's `htu` must name, with the request's path.
+    /// Default: none; then the request's `Host` (or `:authority`) with
+    /// [`request_scheme`](Self::request_scheme).
+    pub fn public_origin(mut self, origin: impl Into<String>) -> Self {
+        self.s.public_origin = Some(origin.into());
+        self
+    }
+
+    /// The scheme of the request URIs DPoP proofs name, when no
+    /// [`public_origin`](Self::public_origin) is set: `"https"` (the
+    /// default, as TLS usually ends in front of the app) or `"http"`.
+    pub fn request_scheme(mut self, scheme: &str) -> Self {
+        self.s.request_scheme = match scheme {
+            "https" => "https",
+            "http" => "http",
+            _ => "",
+        };
+        self
+    }
+
+    /// Believe `X-Forwarded-Proto` and `X-Forwarded-Host` for the request
+    /// URI a DPoP proof names, when no public origin is set. Only behind a
+    /// proxy that sets them and drops the client's. Default: never.
+    pub fn trust_forwarded_headers(mut self) -> Self {
+        self.s.trust_forwarded = true;
+        self
+    }
+
+    /// Where a trusted TLS-terminating proxy passes on the client's
+    /// certificate, for certificate-bound tokens (RFC 8705). Without it,
+    /// only a [`ClientCertificate`](crate::ClientCertificate) the server
+    /// put into the request's extensions counts. Default: none.
+    pub fn client_certificate_header(mut self, header: CertificateHeader) -> Self {
+        self.s.certificate_header = Some(header);
+        self
+    }
+
     /// Checks the configuration and builds the validator.
     ///
     /// Keys are not fetched here: the first request that needs them fetches
@@ -689,6 +756,7 @@ impl<M> Builder<M> {
                 list.attach(cache);
             }
         }
+        let binding = self.binding()?;
         let config = Config {
             algorithms: algorithms.into(),
             typ: self.s.typ,
@@ -702,9 +770,91 @@ impl<M> Builder<M> {
         };
         Ok(BearerAuthLayer::new(
             config,
+            binding,
             Issuers::new(fixed, templates, opaque),
             cache,
             self.s.revocation.into(),
+        ))
+    }
+}
+
+impl<M> Builder<M> {
+    /// The sender-constraint checks: DPoP's proof verifier and where the
+    /// request URI comes from, and the certificate header.
+    fn binding(&self) -> Result<Binding, ConfigError> {
+        let d = &self.s.dpop;
+        if d.window > MAX_DPOP_WINDOW {
+            return Err(ConfigError::TooLong {
+                setting: "Dpop::iat_window",
+                max: MAX_DPOP_WINDOW,
+            });
+        }
+        if d.algorithms.is_empty() || d.algorithms.iter().any(|a| a.is_symmetric()) {
+            return Err(ConfigError::SenderConstraint(
+                "DPoP proofs take asymmetric algorithms only, at least one",
+            ));
+        }
+        if d.max_replay_entries == 0 {
+            return Err(ConfigError::InvalidLimit("Dpop::max_replay_entries"));
+        }
+        let nonces = match &d.nonces {
+            Some((secret, _)) if secret.len() < 32 => {
+                return Err(ConfigError::SenderConstraint(
+                    "the DPoP nonce secret must be at least 32 bytes",
+                ));
+            }
+            Some((_, rotation)) if rotation.is_zero() || *rotation > MAX_LIFETIME => {
+                return Err(ConfigError::SenderConstraint(
+                    "the DPoP nonce rotation must be between 1 s and 365 days",
+                ));
+            }
+            Some((secret, rotation)) => Some(Nonces::new(secret, *rotation)),
+            None => None,
+        };
+        let verifier = dpop::Verifier::new(
+            d.algorithms.clone().into(),
+            d.window,
+            self.s.limits.clone(),
+            nonces,
+            d.max_replay_entries,
+        );
+        let public = match &self.s.public_origin {
+            None => None,
+            Some(origin) => {
+                let url = checked_url(origin).map_err(|_| {
+                    ConfigError::SenderConstraint("public_origin must be an https origin")
+                })?;
+                if !matches!(url.path(), "" | "/")
+                    || url.query().is_some()
+                    || url.fragment().is_some()
+                    || !url.username().is_empty()
+                {
+                    return Err(ConfigError::SenderConstraint(
+                        "public_origin is scheme, host and port only, such as https://api.example.com",
+                    ));
+                }
+                Some(url)
+            }
+        };
+        if self.s.request_scheme.is_empty() {
+            return Err(ConfigError::SenderConstraint(
+                "request_scheme is http or https",
+            ));
+        }
+        let origin = Origin {
+            public,
+            scheme: self.s.request_scheme,
+            forwarded: self.s.trust_forwarded,
+        };
+        let dpop = match d.mode {
+            DpopMode::Off => None,
+            DpopMode::Allowed => Some((false, verifier)),
+            DpopMode::Required => Some((true, verifier)),
+        };
+        Ok(Binding::new(
+            dpop,
+            self.s.certificate_header.clone(),
+            origin,
         ))
     }
 }

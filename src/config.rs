@@ -11,7 +11,7 @@ use http::Response;
 
 use crate::alg::Algorithm;
 use crate::clock::Clock;
-use crate::error::{AuthError, Protocol};
+use crate::error::AuthError;
 
 /// Leeway applied to `exp` and `nbf`: 60 s, as Envoy and Spring use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -152,14 +152,4 @@ pub(crate) struct Config {
     pub realm: Option<Box<str>>,
     pub cookie: Option<Box<str>>,
     pub responder: Option<ErrorResponder>,
-}
-
-impl Config {
-    pub(crate) fn error_response(&self, err: &AuthError, protocol: Protocol) -> Response<Bytes> {
-        let res = err.respond(self.realm.as_deref(), protocol);
-        match &self.responder {
-            Some(f) => f(err, res),
-            None => res,
-        }
-    }
 }

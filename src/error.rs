@@ -36,6 +36,14 @@ pub enum AuthError {
     /// [`BearerAuthLayer::require_all_roles`]: crate::BearerAuthLayer::require_all_roles
     /// [`BearerAuthLayer::require`]: crate::BearerAuthLayer::require
     Forbidden(Refusal),
+    /// The DPoP proof (RFC 9449) is missing, malformed, for another
+    /// request, replayed, or made with another key than the token's: 401
+    /// `invalid_dpop_proof`, in a `DPoP` challenge.
+    InvalidDpopProof(ProofError),
+    /// Server nonces are on and the DPoP proof lacks the current one: 401
+    /// `use_dpop_nonce`, with the nonce to use in the `DPoP-Nonce` header
+    /// (RFC 9449 §8). The client retries with it.
+    UseDpopNonce,
     /// The token cannot be checked right now — the issuer's keys could not
     /// be fetched, or the introspection endpoint did not answer: 503 with
     /// `Retry-After`. Never turned into a success.
@@ -106,6 +114,18 @@ pub enum TokenError {
     WrongIssuer,
     /// `aud` does not contain the configured audience.
     WrongAudience,
+    /// The token is bound to a DPoP key (`cnf.jkt`) and came with the
+    /// `Bearer` scheme: it needs the `DPoP` scheme and a proof.
+    DpopBound,
+    /// The token came with the `DPoP` scheme but is not bound to a DPoP
+    /// key.
+    NotDpopBound,
+    /// A bearer token where DPoP is required (by the validator, or by a
+    /// [`require_dpop`](crate::BearerAuthLayer::require_dpop) route).
+    DpopRequired,
+    /// The token is bound to a TLS client certificate (`cnf["x5t#S256"]`,
+    /// RFC 8705) and the request came without that certificate.
+    CertificateMismatch,
     /// A rule refused the token: your
     /// [`claims_validator`](crate::Builder::claims_validator), the
     /// [`allowed_clients`](crate::Builder::allowed_clients) list, or a
@@ -151,6 +171,19 @@ impl Refusal {
         })
     }
 
+    /// The description sent to the client.
+    pub const fn description(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// Why a DPoP proof was refused: a fixed description, sent to the client
+/// as the `error_description` of `invalid_dpop_proof`. Never anything
+/// taken from the proof or the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofError(pub(crate) &'static str);
+
+impl ProofError {
     /// The description sent to the client.
     pub const fn description(&self) -> &'static str {
         self.0
@@ -211,11 +244,13 @@ impl ScopePolicy {
     }
 }
 
-/// How a refusal is answered: as HTTP (RFC 6750), or as gRPC.
+/// How a refusal is answered: as HTTP (RFC 6750) or as gRPC, and in
+/// whose challenge its error goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
-    Http,
-    Grpc,
+pub(crate) struct Protocol {
+    pub(crate) grpc: bool,
+    /// The credentials came with the `DPoP` scheme.
+    pub(crate) dpop: bool,
 }
 
 impl Protocol {
@@ -225,7 +260,12 @@ impl Protocol {
         let grpc = headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if grpc { Self::Grpc } else { Self::Http }
+        let dpop = headers.get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes()
+                .get(..5)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"DPoP "))
+        });
+        Self { grpc, dpop }
     }
 }
 
@@ -236,7 +276,11 @@ impl AuthError {
     /// token cannot be checked now.
     pub fn grpc_code(&self) -> u8 {
         match self {
-            Self::MissingToken | Self::InvalidRequest(_) | Self::InvalidToken(_) => 16,
+            Self::MissingToken
+            | Self::InvalidRequest(_)
+            | Self::InvalidToken(_)
+            | Self::InvalidDpopProof(_)
+            | Self::UseDpopNonce => 16,
             Self::InsufficientScope(_) | Self::Forbidden(_) => 7,
             Self::TemporarilyUnavailable { .. } => 14,
         }
@@ -270,16 +314,20 @@ impl AuthError {
     }
 
     pub(crate) fn respond(&self, realm: Option<&str>, protocol: Protocol) -> Response<Bytes> {
-        match protocol {
-            Protocol::Http => self.to_response(realm),
-            Protocol::Grpc => self.to_grpc_response(realm),
+        if protocol.grpc {
+            self.to_grpc_response(realm)
+        } else {
+            self.to_response(realm)
         }
     }
 
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::MissingToken
+            | Self::InvalidToken(_)
+            | Self::InvalidDpopProof(_)
+            | Self::UseDpopNonce => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TemporarilyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -293,6 +341,8 @@ impl AuthError {
             Self::InvalidRequest(_) => Some("invalid_request"),
             Self::InvalidToken(_) => Some("invalid_token"),
             Self::InsufficientScope(_) | Self::Forbidden(_) => Some("insufficient_scope"),
+            Self::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
+            Self::UseDpopNonce => Some("use_dpop_nonce"),
             Self::TemporarilyUnavailable { .. } => Some("temporarily_unavailable"),
         }
     }
@@ -308,6 +358,8 @@ impl AuthError {
             }
             Self::InsufficientScope(_) => "the token lacks a scope this request needs",
             Self::Forbidden(r) => r.description(),
+            Self::InvalidDpopProof(e) => e.description(),
+            Self::UseDpopNonce => "the DPoP proof must carry the server's current nonce",
             Self::TemporarilyUnavailable { .. } => {
                 "the token cannot be checked right now; retry later"
             }
@@ -320,33 +372,50 @@ impl AuthError {
         if matches!(self, Self::TemporarilyUnavailable { .. }) {
             return None;
         }
-        let mut params: Vec<String> = Vec::with_capacity(4);
+        Some(self.challenge("Bearer", realm, true, None))
+    }
+
+    /// The challenge of `scheme` (`Bearer` or `DPoP`), with this error's
+    /// parameters when `with_error`, and DPoP's `algs` when given.
+    pub(crate) fn challenge(
+        &self,
+        scheme: &'static str,
+        realm: Option<&str>,
+        with_error: bool,
+        algs: Option<&str>,
+    ) -> HeaderValue {
+        let mut params: Vec<String> = Vec::with_capacity(5);
         if let Some(realm) = realm {
             params.push(format!("realm=\"{realm}\""));
         }
-        if let Some(code) = self.error_code() {
-            params.push(format!("error=\"{code}\""));
+        if with_error {
+            if let Some(code) = self.error_code() {
+                params.push(format!("error=\"{code}\""));
+            }
+            if let Some(desc) = self.description() {
+                params.push(format!("error_description=\"{desc}\""));
+            }
+            if let Self::InsufficientScope(req) = self {
+                let scopes = req
+                    .scopes
+                    .join(" ")
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"");
+                params.push(format!("scope=\"{scopes}\""));
+            }
         }
-        if let Some(desc) = self.description() {
-            params.push(format!("error_description=\"{desc}\""));
-        }
-        if let Self::InsufficientScope(req) = self {
-            let scopes = req
-                .scopes
-                .join(" ")
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"");
-            params.push(format!("scope=\"{scopes}\""));
+        if let Some(algs) = algs {
+            params.push(format!("algs=\"{algs}\""));
         }
         let value = if params.is_empty() {
-            "Bearer".to_owned()
+            scheme.to_owned()
         } else {
-            format!("Bearer {}", params.join(", "))
+            format!("{scheme} {}", params.join(", "))
         };
-        // Every part is a fixed string, the realm (checked by the builder)
-        // or escaped scopes; a scope with control characters would make
-        // this fail, and then the bare scheme is sent.
-        Some(HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("Bearer")))
+        // Every part is a fixed string, the realm (checked by the builder),
+        // algorithm names or escaped scopes; a scope with control
+        // characters would make this fail, and then the bare scheme is sent.
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(scheme))
     }
 
     /// The default HTTP response: status, `WWW-Authenticate` (or
@@ -435,6 +504,14 @@ impl TokenError {
             Self::InvalidClaim(_) => "the token has a malformed claim",
             Self::WrongIssuer => "the token was issued by an untrusted issuer",
             Self::WrongAudience => "the token is not meant for this audience",
+            Self::DpopBound => {
+                "the token is bound to a DPoP key: send it with the DPoP scheme and a proof"
+            }
+            Self::NotDpopBound => "the token sent with the DPoP scheme is not bound to a DPoP key",
+            Self::DpopRequired => "this request needs a DPoP-bound token",
+            Self::CertificateMismatch => {
+                "the token is bound to a TLS client certificate this request did not present"
+            }
             Self::Refused(r) => r.description(),
         }
     }
@@ -453,6 +530,8 @@ impl fmt::Display for AuthError {
                 r.scopes.join(" ")
             ),
             Self::Forbidden(r) => write!(f, "forbidden: {}", r.description()),
+            Self::InvalidDpopProof(e) => write!(f, "invalid DPoP proof: {}", e.description()),
+            Self::UseDpopNonce => f.write_str("the DPoP proof lacks the server's nonce"),
             Self::TemporarilyUnavailable { .. } => {
                 f.write_str("the token cannot be checked right now")
             }

@@ -301,15 +301,28 @@ pub(crate) fn parse_answer(
         return Ok(Err(TokenError::Revoked));
     }
     // RFC 7662 §2.2: token_type as in RFC 6749 §5.1 ("Bearer"); some
-    // servers say "access_token". A refresh or DPoP token is not one.
+    // servers say "access_token"; a DPoP-bound token is "DPoP" (RFC 9449
+    // §6.2), and its `cnf` names the key. A refresh token is not one.
+    let dpop = status
+        .token_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("dpop"));
     if let Some(t) = &status.token_type
-        && !(t.eq_ignore_ascii_case("bearer") || t == "access_token")
+        && !(t.eq_ignore_ascii_case("bearer") || t == "access_token" || dpop)
     {
         return Ok(Err(TokenError::WrongType));
     }
-    Ok(jwt::principal_from_claims(
-        config, rules, body, None, None, false,
-    ))
+    Ok(
+        jwt::principal_from_claims(config, rules, body, None, None, false).and_then(|p| {
+            // A DPoP token whose key is not named could only pass as a
+            // bearer token: refused.
+            if dpop && p.confirmation().is_none_or(|c| c.jkt.is_none()) {
+                Err(TokenError::NotDpopBound)
+            } else {
+                Ok(p)
+            }
+        }),
+    )
 }
 
 /// Whether `token` is shaped like a compact JWS (three segments); anything

@@ -21,6 +21,7 @@ use tower_service::Service;
 use crate::auth::{BearerAuthLayer, Quick, Shared};
 use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
+use crate::sender::Scheme;
 use crate::token;
 
 impl<S, M> Layer<S> for BearerAuthLayer<M> {
@@ -75,12 +76,14 @@ where
         let refuse = |e: &AuthError, req: &Request<ReqBody>| {
             ResponseFuture::refused(shared, e, Protocol::of(req.headers()))
         };
-        let raw = match token::locate(req.headers(), shared.config.cookie.as_deref()) {
-            Ok(Some(raw)) => raw,
-            Ok(None) if self.optional => return ResponseFuture::inner(self.inner.call(req)),
-            Ok(None) => return refuse(&AuthError::MissingToken, &req),
-            Err(e) => return refuse(&e, &req),
-        };
+        let dpop = shared.binding.accepts_dpop();
+        let (scheme, raw) =
+            match token::locate(req.headers(), shared.config.cookie.as_deref(), dpop) {
+                Ok(Some(found)) => found,
+                Ok(None) if self.optional => return ResponseFuture::inner(self.inner.call(req)),
+                Ok(None) => return refuse(&AuthError::MissingToken, &req),
+                Err(e) => return refuse(&e, &req),
+            };
         // A repeated token is found by its bytes as sent; only a new one is
         // checked for syntax and verified.
         let outcome = match shared.validate_cached(raw) {
@@ -91,18 +94,23 @@ where
                     Quick::Done(outcome) => outcome,
                     Quick::Pending(pending) => {
                         // The wait resumes from what this pass learned.
-                        let token = token.to_owned();
+                        let token: Arc<str> = Arc::from(token);
                         let task = shared.clone();
+                        let held = token.clone();
                         let check: Validation =
-                            Box::pin(async move { task.resume(&token, pending).await });
+                            Box::pin(async move { task.resume(&held, pending).await });
                         // Keep the instance that poll_ready drove to readiness.
                         let clone = self.inner.clone();
                         let inner = mem::replace(&mut self.inner, clone);
-                        return ResponseFuture::validating(check, inner, req, shared.clone());
+                        let mut future =
+                            ResponseFuture::validating(check, inner, req, shared.clone());
+                        future.bind_to(scheme, token);
+                        return future;
                     }
                 },
             },
         };
+        let outcome = outcome.and_then(|p| shared.check_binding(&p, scheme, raw, &req).map(|()| p));
         match outcome {
             Ok(principal) => {
                 req.extensions_mut().insert(principal);
@@ -133,7 +141,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Inner { #[pin] fut: S::Future },
-        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol },
+        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol, binding: Option<(Scheme, Arc<str>)> },
         Refused { response: Option<Response<Bytes>> },
     }
 }
@@ -163,12 +171,21 @@ where
                 pending: Some((inner, req)),
                 shared,
                 protocol,
+                binding: None,
             },
         }
     }
 
+    /// Once `check` yields a principal, its binding to the sender is
+    /// checked too: the token came with `scheme`.
+    fn bind_to(&mut self, scheme: Scheme, token: Arc<str>) {
+        if let State::Validating { binding, .. } = &mut self.state {
+            *binding = Some((scheme, token));
+        }
+    }
+
     pub(crate) fn refused(shared: &Shared, err: &AuthError, protocol: Protocol) -> Self {
-        Self::refused_with(shared.config.error_response(err, protocol))
+        Self::refused_with(shared.error_response(err, protocol))
     }
 
     pub(crate) fn refused_with(response: Response<Bytes>) -> Self {
@@ -204,11 +221,20 @@ where
                     pending,
                     shared,
                     protocol,
+                    binding,
                 } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let (mut inner, mut req) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    let outcome = match binding {
+                        Some((scheme, token)) => outcome.and_then(|p| {
+                            shared
+                                .check_binding(&p, *scheme, token.as_bytes(), &req)
+                                .map(|()| p)
+                        }),
+                        None => outcome,
+                    };
                     match outcome {
                         Ok(principal) => {
                             req.extensions_mut().insert(principal);
@@ -217,7 +243,7 @@ where
                             }
                         }
                         Err(e) => State::Refused {
-                            response: Some(shared.config.error_response(&e, *protocol)),
+                            response: Some(shared.error_response(&e, *protocol)),
                         },
                     }
                 }

@@ -50,6 +50,7 @@ mod builder;
 mod cache;
 mod clock;
 mod config;
+mod dpop;
 mod error;
 mod fetch;
 mod introspect;
@@ -57,8 +58,10 @@ mod issuer;
 mod jwks;
 mod jwt;
 mod layer;
+mod mtls;
 mod policy;
 mod revocation;
+mod sender;
 mod token;
 
 #[cfg(feature = "axum")]
@@ -87,18 +90,20 @@ pub use config::{
     DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
     MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
-pub use error::{AuthError, Refusal, RequestError, ScopePolicy, TokenError};
+pub use error::{AuthError, ProofError, Refusal, RequestError, ScopePolicy, TokenError};
 pub use fetch::FetchError;
 pub use introspect::{ClientAuth, ClientId, ClientSecret};
 pub use issuer::{IssuerHealth, TrustedIssuer};
 pub use jwks::{JwksError, KeyHealth};
-pub use jwt::claims::{ClaimPath, Principal, RegisteredClaims, Roles, Scopes};
+pub use jwt::claims::{ClaimPath, Confirmation, Principal, RegisteredClaims, Roles, Scopes};
 pub use layer::{BearerAuth, ResponseBody, ResponseFuture};
+pub use mtls::{CertificateFormat, CertificateHeader, ClientCertificate};
 pub use policy::{
     RequireActive, RequireActiveLayer, RequirePrincipal, RequirePrincipalLayer, RequireScopes,
     RequireScopesLayer,
 };
 pub use revocation::{RevocationCheck, RevocationList, Revoke};
+pub use sender::{DEFAULT_DPOP_REPLAY_ENTRIES, DEFAULT_DPOP_WINDOW, Dpop, MAX_DPOP_WINDOW};
 
 // Hooks for conformance vectors and fuzzers: the exact stages the layer
 // runs, outside the supported API.

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
-use crate::error::{AuthError, Protocol, Refusal, ScopePolicy};
+use crate::error::{AuthError, Protocol, Refusal, ScopePolicy, TokenError};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -100,7 +100,11 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let principal = req.extensions().get::<Principal>().cloned();
-        let token = token::extract(req.headers(), shared.config.cookie.as_deref());
+        let token = token::extract(
+            req.headers(),
+            shared.config.cookie.as_deref(),
+            shared.binding.accepts_dpop(),
+        );
         let (principal, token) = match (principal, token) {
             (Some(p), Ok(Some(t))) => (p, t.to_owned()),
             (_, Err(e)) => return ResponseFuture::refused(shared, &e, Protocol::of(req.headers())),
@@ -334,9 +338,10 @@ where
     }
 }
 
-/// What a route's own rule on the principal is: `Ok(())` lets the request
-/// through, a [`Refusal`] answers 403 with its description.
-type PrincipalRule = Arc<dyn Fn(&Principal) -> Result<(), Refusal> + Send + Sync>;
+/// What a route's rule on the principal is: `Ok(())` lets the request
+/// through, an error is answered (403 with a [`Refusal`]'s description for
+/// the rules of yours).
+type PrincipalRule = Arc<dyn Fn(&Principal) -> Result<(), AuthError> + Send + Sync>;
 
 /// A token without a role a route requires.
 const MISSING_ROLE: Refusal = Refusal::new("the token lacks a role this request needs");
@@ -393,7 +398,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let verdict = match req.extensions().get::<Principal>() {
-            Some(p) => (self.layer.rule)(p).map_err(AuthError::Forbidden),
+            Some(p) => (self.layer.rule)(p),
             None => Err(AuthError::MissingToken),
         };
         match verdict {
@@ -459,7 +464,21 @@ impl<M> BearerAuthLayer<M> {
         F: Fn(&Principal) -> Result<(), Refusal> + Send + Sync + 'static,
     {
         RequirePrincipalLayer {
-            rule: Arc::new(rule),
+            rule: Arc::new(move |p| rule(p).map_err(AuthError::Forbidden)),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A route layer that takes DPoP-bound tokens only (RFC 9449), even
+    /// where the validator also takes bearer tokens: any other token gets
+    /// 401 `invalid_token` with a `DPoP` challenge. (The validator has
+    /// already checked the proof of every DPoP-bound token.)
+    pub fn require_dpop(&self) -> RequirePrincipalLayer {
+        RequirePrincipalLayer {
+            rule: Arc::new(|p| match p.confirmation() {
+                Some(c) if c.jkt.is_some() => Ok(()),
+                _ => Err(AuthError::InvalidToken(TokenError::DpopRequired)),
+            }),
             shared: self.shared.clone(),
         }
     }

@@ -499,6 +499,18 @@ impl TokenBuilder<'_> {
         self.claim("iss", iss)
     }
 
+    /// Binds the token to a DPoP key: `cnf.jkt` is its thumbprint
+    /// (RFC 9449 §6.1).
+    pub fn bound_to(self, key: &DpopKey) -> Self {
+        self.claim("cnf", json!({ "jkt": key.thumbprint() }))
+    }
+
+    /// Binds the token to a TLS client certificate: `cnf["x5t#S256"]` is
+    /// its thumbprint (RFC 8705 §3.1).
+    pub fn bound_to_certificate(self, cert: &crate::ClientCertificate) -> Self {
+        self.claim("cnf", json!({ "x5t#S256": cert.thumbprint() }))
+    }
+
     /// Sets any claim.
     pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.claims.insert(name.into(), value.into());
@@ -558,6 +570,127 @@ impl TokenBuilder<'_> {
             &Value::Object(self.claims),
             &self.kid,
         )
+    }
+}
+
+/// A DPoP client's key pair, for tests: it makes proofs (RFC 9449 §4)
+/// and tokens are bound to it with [`TokenBuilder::bound_to`].
+pub struct DpopKey {
+    alg: Algorithm,
+    pair: Pair,
+    jwk: Value,
+    thumbprint: String,
+}
+
+impl std::fmt::Debug for DpopKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopKey")
+            .field("alg", &self.alg)
+            .field("thumbprint", &self.thumbprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DpopKey {
+    /// A new key pair for `alg` (asymmetric).
+    pub fn generate(alg: Algorithm) -> Result<Self, StartError> {
+        let pair = new_pair(alg).map_err(StartError)?;
+        let jwk = pair_jwk(&pair);
+        let thumbprint = match &jwk {
+            Value::Object(m) => crate::dpop::thumbprint(m),
+            _ => None,
+        }
+        .ok_or_else(|| StartError("no thumbprint for this key".into()))?;
+        Ok(Self {
+            alg,
+            pair,
+            jwk,
+            thumbprint,
+        })
+    }
+
+    /// The RFC 7638 thumbprint of its public key: what `cnf.jkt` names.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// Its public key, as the proofs' `jwk` header carries it.
+    pub fn public_jwk(&self) -> &Value {
+        &self.jwk
+    }
+
+    /// A proof for a request with `method` to `htu` (without query),
+    /// carrying `access_token`'s hash, made now: change anything before
+    /// [`sign`](ProofBuilder::sign).
+    pub fn proof(&self, method: &str, htu: &str, access_token: &str) -> ProofBuilder<'_> {
+        let mut jti = [0u8; 16];
+        let _ = aws_lc_rs::rand::fill(&mut jti);
+        let ath = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            access_token.as_bytes(),
+        ));
+        let header = json!({ "typ": "dpop+jwt", "alg": self.alg.as_str(), "jwk": self.jwk });
+        let claims = json!({
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+            "htm": method,
+            "htu": htu,
+            "iat": unix_seconds(SystemClock.now()),
+            "ath": ath,
+        });
+        ProofBuilder {
+            key: self,
+            header: as_object(header),
+            claims: as_object(claims),
+        }
+    }
+}
+
+/// A DPoP proof being made by [`DpopKey::proof`].
+#[derive(Debug)]
+pub struct ProofBuilder<'a> {
+    key: &'a DpopKey,
+    header: Map<String, Value>,
+    claims: Map<String, Value>,
+}
+
+impl ProofBuilder<'_> {
+    /// Sets `iat`, seconds since the Unix epoch (for a manual clock).
+    pub fn issued_at(self, iat: i64) -> Self {
+        self.claim("iat", iat)
+    }
+
+    /// Sets the server's nonce.
+    pub fn nonce(self, nonce: &str) -> Self {
+        self.claim("nonce", nonce)
+    }
+
+    /// Sets any claim.
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Removes a claim.
+    pub fn without(mut self, name: &str) -> Self {
+        self.claims.remove(name);
+        self
+    }
+
+    /// Sets any header parameter.
+    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.header.insert(name.into(), value.into());
+        self
+    }
+
+    /// The compact JWS, signed with the key.
+    pub fn sign(self) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(Value::Object(self.header).to_string()),
+            URL_SAFE_NO_PAD.encode(Value::Object(self.claims).to_string())
+        );
+        let sig = sign(&self.key.pair, self.key.alg, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 }
 
@@ -724,7 +857,18 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn public_jwk(k: &SigningKey) -> Value {
-    let mut jwk = match &k.pair {
+    let mut jwk = pair_jwk(&k.pair);
+    if let Value::Object(m) = &mut jwk {
+        m.insert("kid".into(), k.kid.clone().into());
+        m.insert("use".into(), "sig".into());
+        m.insert("alg".into(), k.alg.as_str().into());
+    }
+    jwk
+}
+
+/// The public key of `pair` as a JWK, with only the members of its type.
+fn pair_jwk(pair: &Pair) -> Value {
+    match pair {
         Pair::Rsa(pair) => {
             let public = pair.public_key();
             json!({
@@ -747,13 +891,7 @@ fn public_jwk(k: &SigningKey) -> Value {
         Pair::Ed(pair) => {
             json!({ "kty": "OKP", "crv": "Ed25519", "x": b64(pair.public_key().as_ref()) })
         }
-    };
-    if let Value::Object(m) = &mut jwk {
-        m.insert("kid".into(), k.kid.clone().into());
-        m.insert("use".into(), "sig".into());
-        m.insert("alg".into(), k.alg.as_str().into());
     }
-    jwk
 }
 
 fn sign(pair: &Pair, alg: Algorithm, msg: &[u8]) -> Vec<u8> {

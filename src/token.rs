@@ -5,27 +5,34 @@
 use http::{HeaderMap, header};
 
 use crate::error::{AuthError, RequestError};
+use crate::sender::Scheme;
 
-/// Finds the bearer token of a request. `Ok(None)` means no bearer
-/// credentials at all (no header, or another scheme such as `Basic`).
+/// Finds the token of a request (`DPoP` credentials too when `dpop` is
+/// on). `Ok(None)` means no credentials of ours at all (no header, or
+/// another scheme such as `Basic`).
 pub(crate) fn extract<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&str>,
+    dpop: bool,
 ) -> Result<Option<&'a str>, AuthError> {
-    locate(headers, cookie)?.map(check).transpose()
+    locate(headers, cookie, dpop)?
+        .map(|(_, t)| check(t))
+        .transpose()
 }
 
-/// The bearer credentials as sent, not yet checked against the token
-/// syntax: the layer first looks them up among verified tokens, which
-/// are well-formed, and runs [`check`] only on a miss.
+/// The credentials as sent, with their scheme (`Bearer`, or `DPoP` when
+/// `dpop` is on), not yet checked against the token syntax: the layer
+/// first looks them up among verified tokens, which are well-formed, and
+/// runs [`check`] only on a miss.
 pub(crate) fn locate<'a>(
     headers: &'a HeaderMap,
     cookie: Option<&str>,
-) -> Result<Option<&'a [u8]>, AuthError> {
+    dpop: bool,
+) -> Result<Option<(Scheme, &'a [u8])>, AuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         let cookie = cookie.and_then(|name| from_cookies(headers, name));
-        return Ok(cookie.map(str::as_bytes));
+        return Ok(cookie.map(|c| (Scheme::Bearer, c.as_bytes())));
     };
     if values.next().is_some() {
         return Err(invalid(RequestError::MultipleAuthorizationHeaders));
@@ -35,13 +42,17 @@ pub(crate) fn locate<'a>(
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
         None => (bytes, &[][..]),
     };
-    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case(b"Bearer") {
+        Scheme::Bearer
+    } else if dpop && scheme.eq_ignore_ascii_case(b"DPoP") {
+        Scheme::Dpop
+    } else {
         // Not ours; still a malformed header is the client's mistake.
         value
             .to_str()
             .map_err(|_| invalid(RequestError::MalformedCredentials))?;
         return Ok(None);
-    }
+    };
     // `1*SP` between scheme and token; spaces only, not other whitespace.
     let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
     let end = rest
@@ -50,7 +61,7 @@ pub(crate) fn locate<'a>(
         .map_or(start, |i| i + 1);
     match &rest[start..end] {
         [] => Err(invalid(RequestError::EmptyBearerToken)),
-        token => Ok(Some(token)),
+        token => Ok(Some((scheme, token))),
     }
 }
 
@@ -116,16 +127,19 @@ mod tests {
     #[test]
     fn scheme_is_case_insensitive_and_token_is_trimmed() {
         let h = headers(&["bEaReR   abc.def.ghi"]);
-        assert_eq!(extract(&h, None).unwrap(), Some("abc.def.ghi"));
+        assert_eq!(extract(&h, None, false).unwrap(), Some("abc.def.ghi"));
     }
 
     #[test]
     fn other_schemes_count_as_no_credentials() {
         assert_eq!(
-            extract(&headers(&["Basic dXNlcjpwYXNz"]), None).unwrap(),
+            extract(&headers(&["Basic dXNlcjpwYXNz"]), None, false).unwrap(),
             None
         );
-        assert_eq!(extract(&headers(&["Bearerabc"]), None).unwrap(), None);
+        assert_eq!(
+            extract(&headers(&["Bearerabc"]), None, false).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -141,7 +155,7 @@ mod tests {
             ("Bearer abc\u{e9}", RequestError::MalformedCredentials),
         ] {
             assert_eq!(
-                extract(&headers(&[value]), None),
+                extract(&headers(&[value]), None, false),
                 Err(AuthError::InvalidRequest(want)),
                 "{value}"
             );
@@ -164,7 +178,7 @@ mod tests {
     fn two_authorization_headers_are_an_invalid_request() {
         let h = headers(&["Bearer a", "Bearer b"]);
         assert_eq!(
-            extract(&h, None),
+            extract(&h, None, false),
             Err(AuthError::InvalidRequest(
                 RequestError::MultipleAuthorizationHeaders
             ))
@@ -175,12 +189,12 @@ mod tests {
     fn cookie_is_read_only_when_configured_and_header_absent() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; at=x.y.z"));
-        assert_eq!(extract(&h, None).unwrap(), None);
-        assert_eq!(extract(&h, Some("at")).unwrap(), Some("x.y.z"));
+        assert_eq!(extract(&h, None, false).unwrap(), None);
+        assert_eq!(extract(&h, Some("at"), false).unwrap(), Some("x.y.z"));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer h.h.h"),
         );
-        assert_eq!(extract(&h, Some("at")).unwrap(), Some("h.h.h"));
+        assert_eq!(extract(&h, Some("at"), false).unwrap(), Some("h.h.h"));
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tower_bearer::testing::TestIssuer;
+use tower_bearer::Algorithm;
+use tower_bearer::testing::{DpopKey, TestIssuer};
 
 #[tokio::test]
 async fn quickstart_exits_zero() {
@@ -252,6 +253,94 @@ async fn resource_server_trusts_several_issuers_tenants_and_roles() {
 }
 
 #[tokio::test]
+async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
+    let idp = TestIssuer::start().await.unwrap();
+    let key = DpopKey::generate(Algorithm::ES256).unwrap();
+    let client = reqwest::Client::new();
+    let bound = idp.token().bound_to(&key).sign();
+    let bearer = idp.token().sign();
+    for (mode, bearer_status) in [("allowed", 200), ("required", 401)] {
+        let server = resource_server(&[
+            ("ISSUER", idp.issuer()),
+            ("AUDIENCE", "test-api"),
+            ("DPOP", mode),
+        ])
+        .await;
+        let url = format!("{}/me", server.base);
+        // Without PUBLIC_ORIGIN, proofs name http:// and the Host.
+        let proof = key.proof("GET", &url, &bound).sign();
+        let res = client
+            .get(&url)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("dpop", &proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{mode}");
+        let replay = client
+            .get(&url)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("dpop", &proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replay.status(), 401, "{mode}");
+        let res = client.get(&url).bearer_auth(&bearer).send().await.unwrap();
+        assert_eq!(res.status(), bearer_status, "{mode}");
+    }
+
+    // Server nonces: the first proof is answered with one.
+    let server = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "test-api"),
+        ("DPOP_NONCE", "1"),
+        ("PUBLIC_ORIGIN", "https://api.example.com"),
+    ])
+    .await;
+    let url = format!("{}/me", server.base);
+    let send = |proof: String| {
+        client
+            .get(&url)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("dpop", proof)
+            .send()
+    };
+    let htu = "https://api.example.com/me";
+    let res = send(key.proof("GET", htu, &bound).sign()).await.unwrap();
+    assert_eq!(res.status(), 401);
+    let nonce = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let res = send(key.proof("GET", htu, &bound).nonce(&nonce).sign())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // A certificate from the proxy's header.
+    let server = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "test-api"),
+        ("CLIENT_CERT_HEADER", "x-client-cert"),
+    ])
+    .await;
+    let der = [0x30, 0x03, 0x02, 0x01, 0x07];
+    let cert = tower_bearer::ClientCertificate::from_der(der.to_vec());
+    let token = idp.token().bound_to_certificate(&cert).sign();
+    let pem = common::pem_certificate(&der);
+    let url = format!("{}/me", server.base);
+    let with = |header: Option<String>| {
+        let mut req = client.get(&url).bearer_auth(&token);
+        if let Some(h) = header {
+            req = req.header("x-client-cert", h);
+        }
+        req.send()
+    };
+    let shown = common::url_encoded(&pem);
+    assert_eq!(with(Some(shown)).await.unwrap().status(), 200);
+    let other = common::url_encoded(&common::pem_certificate(&[0x30, 0x03, 0x02, 0x01, 0x08]));
+    assert_eq!(with(Some(other)).await.unwrap().status(), 401);
+    assert_eq!(with(None).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
 async fn resource_server_refuses_to_start_without_issuer_or_audience() {
     for env in [
         &[("AUDIENCE", "a")][..],
@@ -266,6 +355,16 @@ async fn resource_server_refuses_to_start_without_issuer_or_audience() {
             ("ISSUER", "https://kc.example/realms/{tenant}"),
             ("AUDIENCE", "a"),
             ("JWKS_URI", "https://kc.example/keys"),
+        ],
+        &[
+            ("ISSUER", "https://idp.example"),
+            ("AUDIENCE", "a"),
+            ("DPOP", "sometimes"),
+        ],
+        &[
+            ("ISSUER", "https://idp.example"),
+            ("AUDIENCE", "a"),
+            ("PUBLIC_ORIGIN", "https://api.example/v1"),
         ],
     ] {
         let mut cmd = Command::new(common::example("resource_server"));

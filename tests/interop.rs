@@ -4,6 +4,8 @@
 //! sets `TOWER_BEARER_INTEROP=1`; a plain `cargo test` without it installed
 //! prints `skipped: interop IdP not installed`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -275,4 +277,233 @@ async fn two_real_idps_each_verify_their_own_tokens_with_their_own_keys() {
     let health = auth.issuers_key_health();
     assert_eq!(health.len(), 2);
     assert!(health.iter().all(|h| h.keys.key_count == 4), "{health:?}");
+}
+
+/// A DPoP client made of panva's `dpop` package (`tests/interop/dpop-client.mjs`):
+/// it holds a key pair and makes the proofs.
+struct DpopClient {
+    _child: Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// The RFC 7638 thumbprint of its current key, as the package says.
+    jkt: String,
+}
+
+impl DpopClient {
+    async fn start(dir: &Path) -> Self {
+        let mut child = Command::new("node")
+            .arg(dir.join("dpop-client.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node is installed");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut client = Self {
+            _child: child,
+            stdin,
+            lines,
+            jkt: String::new(),
+        };
+        client.jkt = client.key_line().await;
+        client
+    }
+
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+            .await
+            .expect("the DPoP client answered in time")
+            .unwrap()
+            .expect("a line")
+    }
+
+    async fn key_line(&mut self) -> String {
+        let line = self.line().await;
+        line.strip_prefix("key ").expect("a key line").to_owned()
+    }
+
+    async fn send(&mut self, request: Value) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut line = request.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+    }
+
+    /// A fresh proof for `htm` `htu`, with the access token's hash when
+    /// given.
+    async fn proof(&mut self, htm: &str, htu: &str, access_token: Option<&str>) -> String {
+        self.send(serde_json::json!({ "htm": htm, "htu": htu, "accessToken": access_token }))
+            .await;
+        self.line().await
+    }
+
+    /// Switches to a new key pair.
+    async fn new_key(&mut self) {
+        self.send(serde_json::json!({ "newKey": "ES256" })).await;
+        self.jkt = self.key_line().await;
+    }
+}
+
+/// The API, in process, as reached at `http://api.test`.
+fn api(auth: &BearerAuthLayer) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/me",
+            axum::routing::get(|p: tower_bearer::Principal| async move {
+                p.client_id().unwrap_or_default().to_owned()
+            }),
+        )
+        .layer(auth.clone())
+}
+
+async fn call_api(
+    app: &axum::Router,
+    method: &str,
+    authorization: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, Vec<String>) {
+    use tower::ServiceExt as _;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri("/me")
+        .header(http::header::HOST, "api.test")
+        .header(http::header::AUTHORIZATION, authorization);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let challenges = res
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (res.status(), challenges)
+}
+
+#[tokio::test]
+async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_nothing_else() {
+    let Some(dir) = interop_dir() else { return };
+    let idp = Idp::start(&dir).await;
+    let mut client = DpopClient::start(&dir).await;
+    let token_url = format!("{}/token", idp.issuer);
+    let proof = client.proof("POST", &token_url, None).await;
+    let res = reqwest::Client::new()
+        .post(&token_url)
+        .basic_auth("interop-client", Some("interop-client-secret"))
+        .header("dpop", proof)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:tower-bearer:es256"),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let auth = BearerAuthLayer::builder()
+        .issuer(&idp.issuer)
+        .audience("urn:tower-bearer:es256")
+        .request_scheme("http")
+        .build()
+        .unwrap();
+    let p = auth.validate(&token).await.unwrap();
+    assert_eq!(
+        p.confirmation().and_then(|c| c.jkt.as_deref()),
+        Some(client.jkt.as_str()),
+        "our thumbprint of the client's key is the IdP's and the package's"
+    );
+    let app = api(&auth);
+    let dpop = format!("DPoP {token}");
+    let htu = "http://api.test/me";
+
+    let proof = client.proof("GET", htu, Some(&token)).await;
+    let (status, _) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
+    assert_eq!(status, http::StatusCode::OK);
+    // The same proof again: a replay.
+    let (status, challenges) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert!(
+        challenges[0].starts_with("DPoP error=\"invalid_dpop_proof\""),
+        "{challenges:?}"
+    );
+    // Another method, another URL.
+    for (htm, url) in [("POST", htu), ("GET", "http://api.test/other")] {
+        let proof = client.proof(htm, url, Some(&token)).await;
+        let (status, challenges) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED, "{htm} {url}");
+        assert!(
+            challenges[0].contains("invalid_dpop_proof"),
+            "{challenges:?}"
+        );
+    }
+    // The bound token as a bearer token.
+    let (status, _) = call_api(&app, "GET", &format!("Bearer {token}"), &[]).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    // Another client's proof (another key) with this token.
+    client.new_key().await;
+    let proof = client.proof("GET", htu, Some(&token)).await;
+    let (status, challenges) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    assert!(
+        challenges[0].contains("not the one the token is bound to"),
+        "{challenges:?}"
+    );
+}
+
+#[tokio::test]
+async fn real_certificate_bound_tokens_pass_with_their_certificate_only() {
+    let Some(dir) = interop_dir() else { return };
+    let idp = Idp::start(&dir).await;
+    let (cert, other) = (test_certificate(), test_certificate());
+    let token_url = format!("{}/token", idp.issuer);
+    let res = reqwest::Client::new()
+        .post(&token_url)
+        .basic_auth("mtls-client", Some("mtls-client-secret"))
+        .header("x-client-cert", common::url_encoded(&cert.cert.pem()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:tower-bearer:es256"),
+            ("scope", "read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let token = body["access_token"].as_str().expect("a token").to_owned();
+
+    let header = tower_bearer::CertificateHeader::new(
+        "x-client-cert",
+        tower_bearer::CertificateFormat::UrlEncodedPem,
+    )
+    .unwrap();
+    let auth = BearerAuthLayer::builder()
+        .issuer(&idp.issuer)
+        .audience("urn:tower-bearer:es256")
+        .client_certificate_header(header)
+        .build()
+        .unwrap();
+    let app = api(&auth);
+    let bearer = format!("Bearer {token}");
+    let shown = |c: &rcgen::CertifiedKey<rcgen::KeyPair>| common::url_encoded(&c.cert.pem());
+    let (status, _) = call_api(&app, "GET", &bearer, &[("x-client-cert", &shown(&cert))]).await;
+    assert_eq!(status, http::StatusCode::OK);
+    let (status, _) = call_api(&app, "GET", &bearer, &[("x-client-cert", &shown(&other))]).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+    let (status, _) = call_api(&app, "GET", &bearer, &[]).await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+}
+
+/// A self-signed client certificate made for the test.
+fn test_certificate() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap()
 }

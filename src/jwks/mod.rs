@@ -7,7 +7,7 @@ mod share;
 pub(crate) mod store;
 
 pub use set::{JwksError, KeySet, SkippedKey};
-pub(crate) use set::{Key, Lookup, verify};
+pub(crate) use set::{Key, Lookup, proof_key, verify};
 pub(crate) use share::{FetchBudget, StorePool};
 pub use store::KeyHealth;
 pub(crate) use store::{KeyPolicy, KeyStore, Source};

@@ -309,6 +309,16 @@ impl KeySet {
     }
 }
 
+/// The public key of a DPoP proof's `jwk` header, for `alg` alone, with
+/// the same rules as a published key (RSA size, curves, ROCA).
+pub(crate) fn proof_key(
+    value: serde_json::Value,
+    alg: Algorithm,
+    limits: &Limits,
+) -> Result<Key, &'static str> {
+    key_from_jwk(value, &[alg], limits)
+}
+
 fn key_from_jwk(
     value: serde_json::Value,
     allowed: &[Algorithm],

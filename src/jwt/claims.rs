@@ -37,6 +37,21 @@ pub struct RegisteredClaims {
     pub azp: Option<String>,
 }
 
+/// What a sender-constrained token is bound to: its `cnf` claim (RFC 7800),
+/// or the `cnf` of its introspection answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// `jkt`: the RFC 7638 SHA-256 thumbprint (base64url) of the key whose
+    /// DPoP proofs must come with the token (RFC 9449 §6).
+    pub jkt: Option<String>,
+    /// `x5t#S256`: the SHA-256 thumbprint (base64url) of the TLS client
+    /// certificate the token must come over (RFC 8705 §3.1).
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: Option<String>,
+}
+
 /// Defines a set of names a token grants, read from configured claims.
 macro_rules! granted_names {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
@@ -191,6 +206,7 @@ struct Inner {
     claims: RegisteredClaims,
     scopes: Scopes,
     roles: Roles,
+    cnf: Option<Confirmation>,
     payload: Box<str>,
     /// `None` for a token accepted through introspection.
     alg: Option<Algorithm>,
@@ -222,6 +238,14 @@ impl Principal {
     /// Whether `role` is granted (exact match).
     pub fn has_role(&self, role: &str) -> bool {
         self.0.roles.contains(role)
+    }
+
+    /// What the token is bound to (its `cnf` claim, RFC 7800): a DPoP key
+    /// or a TLS client certificate. `None` for a bearer token, which
+    /// whoever holds it may use. The layer has checked the binding before
+    /// a handler sees the principal.
+    pub fn confirmation(&self) -> Option<&Confirmation> {
+        self.0.cnf.as_ref()
     }
 
     /// `sub`, if present.
@@ -346,6 +370,7 @@ pub(crate) fn parse(
         },
         scopes: Scopes(scopes.into()),
         roles: Roles(roles.into()),
+        cnf: out.cnf,
         payload: payload.into(),
         alg,
         kid,
@@ -389,6 +414,7 @@ struct Parsed {
     jti: Option<String>,
     client_id: Option<String>,
     azp: Option<String>,
+    cnf: Option<Confirmation>,
     scopes: Vec<Box<str>>,
     roles: Vec<Box<str>>,
     /// The tenant claim was present (and matched).
@@ -436,6 +462,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                 "jti" => out.jti = Some(string(&mut map, "jti", failure)?),
                 "client_id" => out.client_id = Some(string(&mut map, "client_id", failure)?),
                 "azp" => out.azp = Some(string(&mut map, "azp", failure)?),
+                "cnf" => out.cnf = Some(confirmation(&mut map, failure)?),
                 "aud" => {
                     let aud = match map.next_value::<Value>()? {
                         Value::Str(s) => vec![s],
@@ -655,6 +682,20 @@ impl<'de> Visitor<'de> for IssSeek<'_, 'de> {
 fn invalid<E: de::Error>(claim: &'static str, failure: &mut Option<TokenError>) -> E {
     *failure = Some(TokenError::InvalidClaim(claim));
     E::custom("claim")
+}
+
+/// `cnf`: an object naming a DPoP key thumbprint, a certificate
+/// thumbprint, or both. Any other confirmation method (`jwk`, `kid`, …)
+/// refuses the token: it is bound in a way this crate cannot check, and
+/// must not pass as a bearer token.
+fn confirmation<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    failure: &mut Option<TokenError>,
+) -> Result<Confirmation, A::Error> {
+    match map.next_value::<Confirmation>() {
+        Ok(c) if c.jkt.is_some() || c.x5t_s256.is_some() => Ok(c),
+        _ => Err(invalid("cnf", failure)),
+    }
 }
 
 /// A NumericDate: must be a JSON number (RFC 7519 §2), never a string.

@@ -111,3 +111,25 @@ pub fn example(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// As nginx's `$ssl_client_escaped_cert`: every byte but the unreserved
+/// ones percent-encoded.
+pub fn url_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A PEM `CERTIFICATE` block around `der`.
+pub fn pem_certificate(der: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        STANDARD.encode(der)
+    )
+}

@@ -1,8 +1,10 @@
 // A real authorization server for tower-bearer's interop tests: panva's
 // oidc-provider (OpenID Certified), configured for the client credentials
 // grant with resource indicators, JWT access tokens signed with RS256,
-// PS256, ES256 and EdDSA, opaque access tokens for a second resource, and
-// token introspection and revocation.
+// PS256, ES256 and EdDSA, opaque access tokens for a second resource,
+// token introspection and revocation, and sender-constrained tokens: DPoP
+// (RFC 9449) and certificate-bound tokens (RFC 8705, the certificate
+// passed in the x-client-cert header as URL-encoded PEM).
 //
 // Environment:
 //   PORT       port on 127.0.0.1 (0: any free port)
@@ -53,6 +55,18 @@ function provider(issuer) {
         scope: SCOPES,
       },
       {
+        // Its access tokens are bound to its TLS client certificate (RFC
+        // 8705), which it shows in the x-client-cert header, as a
+        // TLS-terminating proxy would pass it on.
+        client_id: 'mtls-client',
+        client_secret: 'mtls-client-secret',
+        grant_types: ['client_credentials'],
+        redirect_uris: [],
+        response_types: [],
+        scope: SCOPES,
+        tls_client_certificate_bound_access_tokens: true,
+      },
+      {
         // The resource server itself, for introspection.
         client_id: 'resource-server',
         client_secret: 'resource-server-secret',
@@ -66,6 +80,17 @@ function provider(issuer) {
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // DPoP (RFC 9449) is on by default: a token request with a DPoP proof
+      // gets a token bound to the proof's key (cnf.jkt).
+      dPoP: { enabled: true },
+      mTLS: {
+        enabled: true,
+        certificateBoundAccessTokens: true,
+        getCertificate(ctx) {
+          const pem = ctx.get('x-client-cert');
+          return pem ? decodeURIComponent(pem) : undefined;
+        },
+      },
       resourceIndicators: {
         enabled: true,
         useGrantedResource: () => true,
