@@ -65,6 +65,8 @@ fn main() {
             Case::ColdTenIssuers,
             Case::CachedTenIssuers,
             Case::ColdRoles,
+            Case::DpopCold,
+            Case::DpopCached,
         ]
         .into_iter()
         .find(|c| c.name() == name)
@@ -79,4 +81,7 @@ fn main() {
     let ten = per_request(&fx, Case::ColdTenIssuers, 200);
     let roles = per_request(&fx, Case::ColdRoles, 200);
     println!("allocations per request, cold: 10 issuers {ten:.1}, roles read {roles:.1}");
+    let dpop_cold = per_request(&fx, Case::DpopCold, 200);
+    let dpop_cached = per_request(&fx, Case::DpopCached, 200);
+    println!("allocations per request, DPoP: cold {dpop_cold:.1}, token cached {dpop_cached:.1}");
 }

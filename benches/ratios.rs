@@ -16,6 +16,12 @@ fn main() {
     let (count, round) = paired_settings();
     for alg in ALGORITHMS {
         let fx = Fixture::new(&rt, alg);
+        // DPoP: an ES256 proof with the RS256 token, as the issue asks.
+        let dpop: &[Case] = if alg == tower_bearer::Algorithm::RS256 {
+            &[Case::ProofFloor, Case::DpopCold, Case::DpopCached]
+        } else {
+            &[]
+        };
         let runs: Vec<(Case, usize)> = Case::ALL
             .iter()
             .chain(&[
@@ -26,6 +32,7 @@ fn main() {
                 Case::CachedTenIssuers,
                 Case::ColdRoles,
             ])
+            .chain(dpop)
             .map(|&c| (c, 1))
             .chain(TWO_THREADS.map(|c| (c, 2)))
             .collect();
@@ -73,6 +80,26 @@ fn main() {
             (Case::HostileHeader, 1),
             (Case::PlainHeader, 1),
         );
+        if !dpop.is_empty() {
+            ratio("dpop-cold/cold", (Case::DpopCold, 1), (Case::Cold, 1));
+            ratio(
+                "dpop-cached/cached",
+                (Case::DpopCached, 1),
+                (Case::Cached, 1),
+            );
+            // The proof check alone: what DPoP adds to a cache hit, against
+            // the floor of one ES256 proof.
+            let (a, b, c) = (
+                at((Case::DpopCached, 1)),
+                at((Case::Cached, 1)),
+                at((Case::ProofFloor, 1)),
+            );
+            print(
+                "proof/proof-floor",
+                p.excess_ratio(a, b, c),
+                (p.best(a) - p.best(b)) / p.best(c),
+            );
+        }
         for case in TWO_THREADS {
             ratio(&format!("{}-scaling", case.name()), (case, 1), (case, 2));
         }

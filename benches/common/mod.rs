@@ -23,8 +23,12 @@ use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use serde_json::Value;
 use tower::Service;
-use tower_bearer::testing::TestIssuer;
+use tower_bearer::testing::{DpopKey, TestIssuer};
 use tower_bearer::{Algorithm, BearerAuthLayer, ClaimPath, TrustedIssuer};
+
+/// What the benches' DPoP proofs name: requests to `/` of `bench.test`,
+/// which the validators see as https (their default request scheme).
+const DPOP_HTU: &str = "https://bench.test/";
 
 /// Distinct tokens: each new to the cold validator (its cache holds one
 /// per segment, a handful), all cached by the other.
@@ -54,6 +58,12 @@ pub struct Fixture {
     /// A pool-like token whose `kid` the key set lacks: refused after the
     /// slow path's refresh, which a static set answers without I/O.
     unknown_kid: HeaderValue,
+    /// The DPoP client's ES256 key, `POOL` tokens bound to it, proofs of
+    /// the floor, and the floor's key for them.
+    dpop_key: DpopKey,
+    dpop_pool: Vec<String>,
+    floor_proofs: Vec<String>,
+    proof_key: ParsedPublicKey,
     /// `POOL` distinct tokens.
     pool: Vec<String>,
     /// `Authorization` values for the pool's tokens. Requests share them,
@@ -121,6 +131,15 @@ impl Fixture {
         let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
         let unknown_kid = bearer(&realistic(&idp, POOL).header("kid", "rotated-away").sign());
         let pool: Vec<String> = (0..POOL).map(|i| mint(&idp, i)).collect();
+        let dpop_key = DpopKey::generate(Algorithm::ES256).unwrap();
+        let dpop_pool: Vec<String> = (0..POOL)
+            .map(|i| realistic(&idp, i).bound_to(&dpop_key).sign())
+            .collect();
+        let floor_proofs: Vec<String> = dpop_pool
+            .iter()
+            .map(|t| dpop_key.proof("GET", DPOP_HTU, t).sign())
+            .collect();
+        let proof_key = floor_key(dpop_key.public_jwk(), Algorithm::ES256);
         let values = pool
             .iter()
             .map(|t| HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {t}"))).unwrap())
@@ -129,6 +148,9 @@ impl Fixture {
         for token in &pool {
             rt.block_on(cached.validate(token)).unwrap();
             rt.block_on(cached_ten.validate(token)).unwrap();
+        }
+        for token in &dpop_pool {
+            rt.block_on(cached.validate(token)).unwrap();
         }
         let jwk = idp.public_jwk(&idp.current_kid()).unwrap();
         let jwt_key = {
@@ -154,6 +176,10 @@ impl Fixture {
             hostile_header: bearer(&hostile),
             plain_header: bearer(&plain),
             unknown_kid,
+            dpop_key,
+            dpop_pool,
+            floor_proofs,
+            proof_key,
             pool,
             values,
             jwt_key,
@@ -172,6 +198,42 @@ impl Fixture {
         let header = serde_json::from_slice(&b64d(h64)).unwrap();
         let claims = serde_json::from_slice(&b64d(p64)).unwrap();
         (header, claims)
+    }
+
+    /// The floor of a DPoP proof: aws-lc-rs ES256 verify of the `i`th
+    /// proof with a pre-parsed key, and its header and claims parsed.
+    pub fn proof_floor(&self, i: usize) -> (Value, Value) {
+        let proof = black_box(&self.floor_proofs[i % POOL]);
+        let (input, sig) = proof.rsplit_once('.').unwrap();
+        self.proof_key
+            .verify_sig(input.as_bytes(), &b64d(sig))
+            .unwrap();
+        let (h64, p64) = input.split_once('.').unwrap();
+        let header = serde_json::from_slice(&b64d(h64)).unwrap();
+        let claims = serde_json::from_slice(&b64d(p64)).unwrap();
+        (header, claims)
+    }
+
+    /// `n` DPoP requests, each with a fresh proof: the next bound tokens in
+    /// turn (`fresh`), or thread `t`'s own bound token again and again.
+    fn dpop_requests(&self, t: usize, n: u64, fresh: bool) -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| {
+                let i = if fresh {
+                    self.next.fetch_add(1, Ordering::Relaxed) % POOL
+                } else {
+                    t
+                };
+                let token = &self.dpop_pool[i];
+                let proof = self.dpop_key.proof("GET", DPOP_HTU, token).sign();
+                Request::get("/")
+                    .header(http::header::HOST, "bench.test")
+                    .header(AUTHORIZATION, format!("DPoP {token}"))
+                    .header("dpop", proof)
+                    .body(())
+                    .unwrap()
+            })
+            .collect()
     }
 
     /// `jsonwebtoken::decode` of the `i`th pool token, iss and aud checked.
@@ -453,6 +515,13 @@ pub enum Case {
     CachedTenIssuers,
     /// `Cold` reading Keycloak's realm and client roles (five in all).
     ColdRoles,
+    /// The floor of a DPoP proof: ES256 verify with a pre-parsed key, and
+    /// its header and claims parsed.
+    ProofFloor,
+    /// `Cold` with a DPoP-bound token and a fresh ES256 proof.
+    DpopCold,
+    /// `Cached` with a DPoP-bound token and a fresh ES256 proof.
+    DpopCached,
 }
 
 /// The cases also measured on two threads.
@@ -488,6 +557,9 @@ impl Case {
             Case::ColdTenIssuers => "cold-10-issuers",
             Case::CachedTenIssuers => "cached-10-issuers",
             Case::ColdRoles => "cold-roles",
+            Case::ProofFloor => "proof-floor",
+            Case::DpopCold => "dpop-cold",
+            Case::DpopCached => "dpop-cached",
         }
     }
 }
@@ -502,6 +574,9 @@ impl Fixture {
             }),
             Case::Jsonwebtoken => parallel(threads, n, |_, share| {
                 move || timed(share, |i| drop(black_box(self.jsonwebtoken(i))))
+            }),
+            Case::ProofFloor => parallel(threads, n, |_, share| {
+                move || timed(share, |i| drop(black_box(self.proof_floor(i))))
             }),
             Case::Open => serve(threads, n, inner, requests),
             Case::UnknownKid => serve_expecting(
@@ -519,7 +594,7 @@ impl Fixture {
     /// or the caching one's.
     pub fn layer(&self, case: Case) -> tower_bearer::BearerAuth<Inner> {
         let auth = match case {
-            Case::Cold | Case::UnknownKid => &self.cold,
+            Case::Cold | Case::UnknownKid | Case::DpopCold => &self.cold,
             Case::ColdTenIssuers => &self.cold_ten,
             Case::CachedTenIssuers => &self.cached_ten,
             Case::ColdRoles => &self.cold_roles,
@@ -549,6 +624,8 @@ impl Fixture {
             Case::HostileHeader => with(&self.hostile_header),
             Case::PlainHeader => with(&self.plain_header),
             Case::UnknownKid => with(&self.unknown_kid),
+            Case::DpopCold => self.dpop_requests(t, n, true),
+            Case::DpopCached => self.dpop_requests(t, n, false),
             _ => self.repeated_requests(t, n),
         }
     }
@@ -617,6 +694,17 @@ impl Paired {
     /// The fastest round of measurement `m`, nanoseconds per unit.
     pub fn best(&self, m: usize) -> f64 {
         self.rounds[m].iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// Median, smallest and largest of the per-round ratios
+    /// `(a - b) / c`: what `a` adds to `b`, against `c`.
+    pub fn excess_ratio(&self, a: usize, b: usize, c: usize) -> (f64, f64, f64) {
+        let r: Vec<f64> = (0..self.rounds[a].len())
+            .map(|i| (self.rounds[a][i] - self.rounds[b][i]) / self.rounds[c][i])
+            .collect();
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(r), lo, hi)
     }
 
     /// Median, smallest and largest of the per-round differences `a - b`.
