@@ -211,6 +211,49 @@ async fn missing_expired_and_forged_tokens_are_unauthenticated() {
 }
 
 #[tokio::test]
+async fn sender_constrained_refusals_carry_both_challenges_as_metadata() {
+    let idp = TestIssuer::start().await.unwrap();
+    let mut s = grpc_server(&idp).await;
+    let key = tower_bearer::testing::DpopKey::generate(tower_bearer::Algorithm::ES256).unwrap();
+    let bound = idp.token().scope("read").bound_to(&key).sign();
+    let challenges = |status: &tonic::Status| -> Vec<String> {
+        status
+            .metadata()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let algs = "DPoP algs=\"ES256 ES384 EdDSA PS256 RS256\"";
+    // A DPoP-bound token sent as a bearer token.
+    let status = s.client.check(check(Some(&bound))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        challenges(&status),
+        [
+            "Bearer error=\"invalid_token\", error_description=\"the token is bound to a DPoP key: send it with the DPoP scheme and a proof\"".to_owned(),
+            algs.to_owned(),
+        ]
+    );
+    // With the DPoP scheme and no proof: the error in the DPoP challenge.
+    let mut req = check(None);
+    req.metadata_mut()
+        .insert("authorization", format!("DPoP {bound}").parse().unwrap());
+    let status = s.client.check(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(
+        status.message(),
+        "the request needs exactly one DPoP header"
+    );
+    let got = challenges(&status);
+    assert!(
+        got[0].starts_with("DPoP error=\"invalid_dpop_proof\"") && got[0].ends_with(&algs[5..]),
+        "{got:?}"
+    );
+    assert_eq!(got[1], "Bearer");
+}
+
+#[tokio::test]
 async fn each_method_has_its_own_scope_and_the_stream_is_guarded_too() {
     let idp = TestIssuer::start().await.unwrap();
     let mut s = grpc_server(&idp).await;
@@ -446,6 +489,8 @@ async fn grpc_c_core_reads_every_refusal_and_its_challenge() {
     let read = idp.token().scope("read").sign();
     let admin = idp.token().scope("admin").sign();
     let expired = idp.token().scope("read admin").expires_in(-3600).sign();
+    let key = tower_bearer::testing::DpopKey::generate(tower_bearer::Algorithm::ES256).unwrap();
+    let bound = idp.token().scope("read").bound_to(&key).sign();
     let unsigned = format!(
         "{}.{}.",
         common::b64(r#"{"alg":"none","typ":"JWT"}"#),
@@ -495,6 +540,10 @@ async fn grpc_c_core_reads_every_refusal_and_its_challenge() {
         (
             ("Watch", Some(&unsigned)),
             invalid("the token's signing algorithm is not accepted"),
+        ),
+        (
+            ("Check", Some(&bound)),
+            invalid("the token is bound to a DPoP key: send it with the DPoP scheme and a proof"),
         ),
         (("Check", Some(&admin)), scope("read")),
         (("Watch", Some(&read)), scope("admin")),
