@@ -155,7 +155,13 @@ impl Verifier {
         if !header.typ.eq_ignore_ascii_case("dpop+jwt") {
             return Err(bad("the DPoP proof's typ is not dpop+jwt"));
         }
-        let alg = Algorithm::from_name(&header.alg)
+        // RFC 9864's fully-specified name for EdDSA with Ed25519, which
+        // DPoP clients may use (oidc-provider and the dpop package do).
+        let alg = match header.alg.as_str() {
+            "Ed25519" => Some(Algorithm::EdDSA),
+            name => Algorithm::from_name(name),
+        };
+        let alg = alg
             .filter(|a| !a.is_symmetric() && self.algorithms.contains(a))
             .ok_or(bad("the DPoP proof's alg is not allowed"))?;
         if header.crit.is_some() {

@@ -265,6 +265,21 @@ async fn a_proof_for_another_request_token_or_key_is_refused() {
             StatusCode::OK
         );
     }
+    // EdDSA by either name: RFC 9864's Ed25519 too.
+    let ed = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let bound_ed = s.idp.token().bound_to(&ed).sign();
+    for name in ["EdDSA", "Ed25519"] {
+        let proof = ed
+            .proof("GET", HTU, &bound_ed)
+            .issued_at(now)
+            .header("alg", name)
+            .sign();
+        assert_eq!(
+            get_me(&app, &bound_ed, Some(&proof)).await.status,
+            StatusCode::OK,
+            "{name}"
+        );
+    }
     // The URI is compared after normalisation; the query is not part of it.
     let proof = s
         .key

@@ -259,6 +259,24 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
     let client = reqwest::Client::new();
     let bound = idp.token().bound_to(&key).sign();
     let bearer = idp.token().sign();
+    // With DPoP off, the DPoP scheme is not taken at all.
+    let off = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "test-api"),
+        ("DPOP", "off"),
+    ])
+    .await;
+    let url = format!("{}/me", off.base);
+    let res = client
+        .get(&url)
+        .header("authorization", format!("DPoP {bound}"))
+        .header("dpop", key.proof("GET", &url, &bound).sign())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = client.get(&url).bearer_auth(&bearer).send().await.unwrap();
+    assert_eq!(res.status(), 200);
     for (mode, bearer_status) in [("allowed", 200), ("required", 401)] {
         let server = resource_server(&[
             ("ISSUER", idp.issuer()),

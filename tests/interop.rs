@@ -339,10 +339,29 @@ impl DpopClient {
         self.line().await
     }
 
-    /// Switches to a new key pair.
-    async fn new_key(&mut self) {
-        self.send(serde_json::json!({ "newKey": "ES256" })).await;
+    /// Switches to a new key pair for `alg`.
+    async fn new_key(&mut self, alg: &str) {
+        self.send(serde_json::json!({ "newKey": alg })).await;
         self.jkt = self.key_line().await;
+    }
+
+    /// A token from `idp` bound to the current key.
+    async fn bound_token(&mut self, idp: &Idp) -> Value {
+        let token_url = format!("{}/token", idp.issuer);
+        let proof = self.proof("POST", &token_url, None).await;
+        let res = reqwest::Client::new()
+            .post(&token_url)
+            .basic_auth("interop-client", Some("interop-client-secret"))
+            .header("dpop", proof)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", "urn:tower-bearer:es256"),
+                ("scope", "read"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        res.json().await.unwrap()
     }
 }
 
@@ -392,21 +411,7 @@ async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_not
     let Some(dir) = interop_dir() else { return };
     let idp = Idp::start(&dir).await;
     let mut client = DpopClient::start(&dir).await;
-    let token_url = format!("{}/token", idp.issuer);
-    let proof = client.proof("POST", &token_url, None).await;
-    let res = reqwest::Client::new()
-        .post(&token_url)
-        .basic_auth("interop-client", Some("interop-client-secret"))
-        .header("dpop", proof)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:tower-bearer:es256"),
-            ("scope", "read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+    let body = client.bound_token(&idp).await;
     assert_eq!(body["token_type"], "DPoP", "{body}");
     let token = body["access_token"].as_str().unwrap().to_owned();
 
@@ -450,7 +455,7 @@ async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_not
     let (status, _) = call_api(&app, "GET", &format!("Bearer {token}"), &[]).await;
     assert_eq!(status, http::StatusCode::UNAUTHORIZED);
     // Another client's proof (another key) with this token.
-    client.new_key().await;
+    client.new_key("ES256").await;
     let proof = client.proof("GET", htu, Some(&token)).await;
     let (status, challenges) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
     assert_eq!(status, http::StatusCode::UNAUTHORIZED);
@@ -458,6 +463,17 @@ async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_not
         challenges[0].contains("not the one the token is bound to"),
         "{challenges:?}"
     );
+
+    // Proofs of the package's other algorithms, for tokens bound to them.
+    for alg in ["Ed25519", "PS256", "RS256"] {
+        client.new_key(alg).await;
+        let body = client.bound_token(&idp).await;
+        let token = body["access_token"].as_str().expect("a token").to_owned();
+        let proof = client.proof("GET", htu, Some(&token)).await;
+        let (status, challenges) =
+            call_api(&app, "GET", &format!("DPoP {token}"), &[("dpop", &proof)]).await;
+        assert_eq!(status, http::StatusCode::OK, "{alg}: {challenges:?}");
+    }
 }
 
 #[tokio::test]

@@ -44,6 +44,8 @@ let keys = [
 function provider(issuer) {
   const p = new Provider(issuer, {
     jwks: { keys },
+    // DPoP proofs of every algorithm the dpop package makes.
+    enabledJWA: { dPoPSigningAlgValues: ['ES256', 'Ed25519', 'EdDSA', 'PS256', 'RS256'] },
     scopes: SCOPES.split(' '),
     clients: [
       {
