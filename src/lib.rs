@@ -26,6 +26,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A token bound to its sender is accepted only with its proof: a DPoP
+//! proof (RFC 9449, [`Dpop`]) or the TLS client certificate it names (RFC
+//! 8705, [`ClientCertificate`]), checked on every request.
+//!
 //! The price of validating locally is the *revocation window*: a token
 //! whose grant was revoked stays valid until its `exp`. Keep access tokens
 //! short-lived.

@@ -63,12 +63,15 @@ pub struct CertificateHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CertificateFormat {
-    /// The PEM certificate, URL-encoded: nginx's `$ssl_client_escaped_cert`,
-    /// and the `Cert` of Envoy's `x-forwarded-client-cert`.
+    /// The PEM certificate, URL-encoded: nginx's `$ssl_client_escaped_cert`.
     UrlEncodedPem,
     /// The PEM certificate with its line breaks replaced by spaces or tabs,
     /// as some proxies send it.
     Pem,
+    /// Envoy's `x-forwarded-client-cert`: the URL-encoded PEM of its
+    /// `Cert` key. A header of several elements (several proxies) carries
+    /// none: which one saw the client would be a guess.
+    EnvoyXfcc,
 }
 
 impl CertificateHeader {
@@ -90,9 +93,38 @@ impl CertificateHeader {
         let pem = match self.format {
             CertificateFormat::UrlEncodedPem => percent_decode(text)?,
             CertificateFormat::Pem => text.to_owned(),
+            CertificateFormat::EnvoyXfcc => percent_decode(xfcc_cert(text)?)?,
         };
         pem_to_der(&pem).map(ClientCertificate::from_der)
     }
+}
+
+/// The `Cert` value of an `x-forwarded-client-cert` of one element:
+/// `By=…;Hash=…;Cert="…";Subject="…"`. Values may be quoted; a quoted
+/// value may hold `,` and `;`.
+fn xfcc_cert(header: &str) -> Option<&str> {
+    let mut cert = None;
+    let mut rest = header;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_at(after.find([';', ',']).unwrap_or(after.len())),
+        };
+        if key.trim().eq_ignore_ascii_case("cert") {
+            cert = Some(value);
+        }
+        rest = match after.chars().next() {
+            None => "",
+            Some(';') => &after[1..],
+            // A second element: more than one proxy.
+            Some(_) => return None,
+        };
+    }
+    cert
 }
 
 /// `%XX` decoded; `None` if an escape is malformed or the result is not
@@ -178,6 +210,29 @@ mod tests {
         );
         assert_eq!(url.certificate(&HeaderMap::new()), None);
         assert!(CertificateHeader::new("bad header", CertificateFormat::Pem).is_none());
+    }
+
+    #[test]
+    fn envoy_s_header_carries_the_certificate_in_its_one_element() {
+        let xfcc = CertificateHeader::new("x-forwarded-client-cert", CertificateFormat::EnvoyXfcc)
+            .unwrap();
+        let encoded = PEM.replace('\n', "%0A").replace('=', "%3D");
+        let one = format!(
+            "By=spiffe://api.test;Hash=ab12;Cert=\"{encoded}\";Subject=\"CN=a,O=b;c\";URI=spiffe://client"
+        );
+        let got = xfcc.certificate(&headers("x-forwarded-client-cert", &[&one]));
+        assert_eq!(got.unwrap().der(), [0x30, 0x03, 0x02, 0x01, 0x00]);
+        for bad in [
+            format!("{one},By=spiffe://other;Cert=\"{encoded}\""),
+            "By=spiffe://api.test;Hash=ab12".to_owned(),
+            "Cert=\"unterminated".to_owned(),
+        ] {
+            assert_eq!(
+                xfcc.certificate(&headers("x-forwarded-client-cert", &[&bad])),
+                None,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

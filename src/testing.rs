@@ -478,6 +478,30 @@ impl Drop for TestIssuer {
     }
 }
 
+/// The setters a JWS being made has: any claim, no claim, any header
+/// parameter (for `TokenBuilder` and `ProofBuilder`).
+macro_rules! jws_setters {
+    () => {
+        /// Sets any claim.
+        pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+            self.claims.insert(name.into(), value.into());
+            self
+        }
+
+        /// Removes a claim.
+        pub fn without(mut self, name: &str) -> Self {
+            self.claims.remove(name);
+            self
+        }
+
+        /// Sets any header parameter.
+        pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
+            self.header.insert(name.into(), value.into());
+            self
+        }
+    };
+}
+
 /// A token being minted by [`TestIssuer::token`].
 #[derive(Debug)]
 pub struct TokenBuilder<'a> {
@@ -511,23 +535,7 @@ impl TokenBuilder<'_> {
         self.claim("cnf", json!({ "x5t#S256": cert.thumbprint() }))
     }
 
-    /// Sets any claim.
-    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.claims.insert(name.into(), value.into());
-        self
-    }
-
-    /// Removes a claim.
-    pub fn without(mut self, name: &str) -> Self {
-        self.claims.remove(name);
-        self
-    }
-
-    /// Sets any header parameter.
-    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.header.insert(name.into(), value.into());
-        self
-    }
+    jws_setters!();
 
     /// Sets `exp` to `secs` seconds from now (negative: in the past).
     pub fn expires_in(self, secs: i64) -> Self {
@@ -664,23 +672,7 @@ impl ProofBuilder<'_> {
         self.claim("nonce", nonce)
     }
 
-    /// Sets any claim.
-    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.claims.insert(name.into(), value.into());
-        self
-    }
-
-    /// Removes a claim.
-    pub fn without(mut self, name: &str) -> Self {
-        self.claims.remove(name);
-        self
-    }
-
-    /// Sets any header parameter.
-    pub fn header(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.header.insert(name.into(), value.into());
-        self
-    }
+    jws_setters!();
 
     /// The compact JWS, signed with the key.
     pub fn sign(self) -> String {

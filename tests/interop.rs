@@ -90,9 +90,27 @@ impl Idp {
     }
 
     async fn token(&self, resource: &str, scope: &str) -> String {
-        let res = reqwest::Client::new()
+        let body = self.grant(INTEROP_CLIENT, resource, scope, None).await;
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The token endpoint's answer to a client credentials grant for
+    /// `client` (id, secret), with one more request header when given (a
+    /// DPoP proof, a client certificate).
+    async fn grant(
+        &self,
+        client: (&str, &str),
+        resource: &str,
+        scope: &str,
+        header: Option<(&str, &str)>,
+    ) -> Value {
+        let mut req = reqwest::Client::new()
             .post(format!("{}/token", self.issuer))
-            .basic_auth("interop-client", Some("interop-client-secret"))
+            .basic_auth(client.0, Some(client.1));
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        let res = req
             .form(&[
                 ("grant_type", "client_credentials"),
                 ("resource", resource),
@@ -106,10 +124,11 @@ impl Idp {
             "token request failed: {}",
             res.text().await.unwrap()
         );
-        let body: Value = res.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
+        res.json().await.unwrap()
     }
 }
+
+const INTEROP_CLIENT: (&str, &str) = ("interop-client", "interop-client-secret");
 
 fn validator(idp: &Idp) -> BearerAuthLayer {
     let mut b = BearerAuthLayer::builder().issuer(&idp.issuer);
@@ -347,21 +366,16 @@ impl DpopClient {
 
     /// A token from `idp` bound to the current key.
     async fn bound_token(&mut self, idp: &Idp) -> Value {
-        let token_url = format!("{}/token", idp.issuer);
-        let proof = self.proof("POST", &token_url, None).await;
-        let res = reqwest::Client::new()
-            .post(&token_url)
-            .basic_auth("interop-client", Some("interop-client-secret"))
-            .header("dpop", proof)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("resource", "urn:tower-bearer:es256"),
-                ("scope", "read"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        res.json().await.unwrap()
+        let proof = self
+            .proof("POST", &format!("{}/token", idp.issuer), None)
+            .await;
+        idp.grant(
+            INTEROP_CLIENT,
+            "urn:tower-bearer:es256",
+            "read",
+            Some(("dpop", &proof)),
+        )
+        .await
     }
 }
 
@@ -481,20 +495,15 @@ async fn real_certificate_bound_tokens_pass_with_their_certificate_only() {
     let Some(dir) = interop_dir() else { return };
     let idp = Idp::start(&dir).await;
     let (cert, other) = (test_certificate(), test_certificate());
-    let token_url = format!("{}/token", idp.issuer);
-    let res = reqwest::Client::new()
-        .post(&token_url)
-        .basic_auth("mtls-client", Some("mtls-client-secret"))
-        .header("x-client-cert", common::url_encoded(&cert.cert.pem()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:tower-bearer:es256"),
-            ("scope", "read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let body: Value = res.json().await.unwrap();
+    let shown = common::url_encoded(&cert.cert.pem());
+    let body = idp
+        .grant(
+            ("mtls-client", "mtls-client-secret"),
+            "urn:tower-bearer:es256",
+            "read",
+            Some(("x-client-cert", &shown)),
+        )
+        .await;
     let token = body["access_token"].as_str().expect("a token").to_owned();
 
     let header = tower_bearer::CertificateHeader::new(
