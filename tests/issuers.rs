@@ -545,6 +545,7 @@ fn role_claims_that_cannot_be_read_are_configuration_errors() {
         (ClaimPath::parse("a..b"), 16),
         (ClaimPath::parse("scope"), 16),
         (ClaimPath::parse("aud"), 16),
+        (ClaimPath::parse("cnf.jkt"), 16),
         (ClaimPath::parse("a.b.c.d.e.f.g.h.i"), 16),
         (ClaimPath::parse("a.b.c"), 2),
     ] {
