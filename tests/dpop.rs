@@ -116,12 +116,16 @@ async fn call(app: &Router, method: &str, path: &str, headers: &[(&str, &str)]) 
 }
 
 async fn get_me(app: &Router, token: &str, proof: Option<&str>) -> Answer {
+    with_dpop(app, "/me", token, proof.as_slice()).await
+}
+
+/// `GET path` with `token` in the DPoP scheme and one `DPoP` header per
+/// proof.
+async fn with_dpop(app: &Router, path: &str, token: &str, proofs: &[&str]) -> Answer {
     let auth = format!("DPoP {token}");
     let mut headers = vec![("authorization", auth.as_str())];
-    if let Some(p) = proof {
-        headers.push(("dpop", p));
-    }
-    call(app, "GET", "/me", &headers).await
+    headers.extend(proofs.iter().map(|p| ("dpop", *p)));
+    call(app, "GET", path, &headers).await
 }
 
 fn error_of(a: &Answer) -> &str {
@@ -286,30 +290,11 @@ async fn a_proof_for_another_request_token_or_key_is_refused() {
         .proof("GET", "HTTPS://API.test:443/%6De", &token)
         .issued_at(now)
         .sign();
-    let a = call(
-        &app,
-        "GET",
-        "/me?page=2",
-        &[
-            ("authorization", &format!("DPoP {token}")),
-            ("dpop", &proof),
-        ],
-    )
-    .await;
+    let a = with_dpop(&app, "/me?page=2", &token, &[&proof]).await;
     assert_eq!(a.status, StatusCode::OK);
     // Two DPoP headers: refused.
     let (p1, p2) = (s.proof(&token), s.proof(&token));
-    let a = call(
-        &app,
-        "GET",
-        "/me",
-        &[
-            ("authorization", &format!("DPoP {token}")),
-            ("dpop", &p1),
-            ("dpop", &p2),
-        ],
-    )
-    .await;
+    let a = with_dpop(&app, "/me", &token, &[&p1, &p2]).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(error_of(&a).contains("exactly one DPoP header"));
 }
@@ -431,16 +416,7 @@ async fn dpop_can_be_required_by_the_validator_or_by_one_route() {
         .proof("GET", "https://api.test/strict", &bound)
         .issued_at(s.now())
         .sign();
-    let a = call(
-        &app,
-        "GET",
-        "/strict",
-        &[
-            ("authorization", &format!("DPoP {bound}")),
-            ("dpop", &proof),
-        ],
-    )
-    .await;
+    let a = with_dpop(&app, "/strict", &bound, &[&proof]).await;
     assert_eq!(a.status, StatusCode::OK);
 }
 
