@@ -7,9 +7,9 @@
 //! parts is refused); `htm` and `htu` naming this request; `iat` within the
 //! window around now; `ath` the hash of the access token; the server's
 //! nonce when nonces are on; and a `jti` not seen before within the window
-//! ([`ReplayCache`]). It returns the key's RFC 7638 thumbprint, which the
-//! caller compares with the token's `cnf.jkt`. Synchronous and free of
-//! I/O.
+//! ([`ReplayCache`]); and first of all, a key whose RFC 7638 thumbprint is
+//! the token's `cnf.jkt`, so that a proof made with another key costs no
+//! signature check. Synchronous and free of I/O.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
@@ -44,21 +44,17 @@ pub(crate) struct Expected<'a> {
     pub(crate) htu: &'a Url,
     /// The access token sent with the proof, as sent.
     pub(crate) access_token: &'a [u8],
+    /// The thumbprint of the key the token is bound to (its `cnf.jkt`).
+    pub(crate) jkt: &'a str,
     /// Seconds since the Unix epoch, by the validator's clock.
     pub(crate) now: i64,
-}
-
-/// A proof that passed every check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Proven {
-    /// The RFC 7638 SHA-256 thumbprint of the proof's key, base64url.
-    pub(crate) jkt: String,
 }
 
 /// The outcome of a proof check.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    Proven(Proven),
+    /// Every check passed.
+    Proven,
     /// The proof is refused.
     Invalid(ProofError),
     /// Nonces are on and the proof lacks the current one: the client
@@ -134,13 +130,13 @@ impl Verifier {
     /// one `DPoP` header.
     pub(crate) fn check(&self, proof: &str, expected: &Expected<'_>) -> Verdict {
         match self.checked(proof, expected) {
-            Ok(proven) => Verdict::Proven(proven),
+            Ok(()) => Verdict::Proven,
             Err(Refused::Proof(e)) => Verdict::Invalid(e),
             Err(Refused::Nonce) => Verdict::NeedsNonce,
         }
     }
 
-    fn checked(&self, proof: &str, expected: &Expected<'_>) -> Result<Proven, Refused> {
+    fn checked(&self, proof: &str, expected: &Expected<'_>) -> Result<(), Refused> {
         if proof.len() > MAX_PROOF_BYTES {
             return Err(bad("the DPoP proof is too large"));
         }
@@ -173,6 +169,11 @@ impl Verifier {
             return Err(bad("the DPoP proof's jwk holds a private key"));
         }
         let jkt = thumbprint(&header.jwk).ok_or(bad("the DPoP proof's jwk is malformed"))?;
+        if jkt != expected.jkt {
+            return Err(bad(
+                "the DPoP proof's key is not the one the token is bound to",
+            ));
+        }
         let key = proof_key(Value::Object(header.jwk), alg, &self.limits)
             .map_err(|_| bad("the DPoP proof's jwk is not a usable key"))?;
         let signed = &proof[..h64.len() + 1 + p64.len()];
@@ -214,7 +215,7 @@ impl Verifier {
         self.replay
             .insert(&jkt, &claims.jti, expected.now)
             .map_err(Refused::Proof)?;
-        Ok(Proven { jkt })
+        Ok(())
     }
 }
 
