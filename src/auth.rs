@@ -24,6 +24,7 @@ use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::revocation::RevocationCheck;
 use crate::sender::{Binding, Parts, Scheme};
+use crate::token;
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
 /// it in front of a service.
@@ -225,9 +226,37 @@ impl<M> BearerAuthLayer<M> {
     /// the token names one not seen yet (at most once per cooldown).
     ///
     /// This is the transport-neutral core that the layer uses; call it
-    /// directly to validate tokens outside of a tower stack.
+    /// directly to validate bearer tokens outside of a tower stack. A
+    /// sender-constrained token (one with a `cnf` claim) is refused here,
+    /// `DpopBound` or `CertificateMismatch`: whether its sender holds the
+    /// key or certificate is a question of the request, which
+    /// [`validate_request`](Self::validate_request) answers.
     pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.shared.validate(token).await
+        let p = self.shared.validate(token).await?;
+        match p.confirmation() {
+            None => Ok(p),
+            Some(c) if c.jkt.is_some() => Err(AuthError::InvalidToken(TokenError::DpopBound)),
+            Some(_) => Err(AuthError::InvalidToken(TokenError::CertificateMismatch)),
+        }
+    }
+
+    /// Validates a request's credentials as the layer does: the token of
+    /// its `Authorization` header (or the configured cookie), then the
+    /// token's binding to the sender: the proof in its `DPoP` header, the
+    /// [`ClientCertificate`](crate::ClientCertificate) in its extensions
+    /// (or the configured certificate header). For servers that are not a
+    /// tower stack.
+    pub async fn validate_request<B>(
+        &self,
+        req: &http::Request<B>,
+    ) -> Result<Principal, AuthError> {
+        let shared = &self.shared;
+        let dpop = shared.binding.accepts_dpop();
+        let (scheme, raw) = token::locate(req.headers(), shared.config.cookie.as_deref(), dpop)?
+            .ok_or(AuthError::MissingToken)?;
+        let p = shared.validate(token::check(raw)?).await?;
+        shared.check_binding(&p, scheme, raw, req)?;
+        Ok(p)
     }
 
     /// Reads a raw introspection answer as the introspection client does.

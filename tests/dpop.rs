@@ -748,3 +748,45 @@ async fn sender_constraint_claims_are_read_strictly() {
     req.extensions_mut().insert(cert);
     assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn validate_refuses_bound_tokens_and_validate_request_checks_their_binding() {
+    let s = setup().await;
+    let auth = s.builder().build().unwrap();
+    let token = s.bound();
+    assert_eq!(
+        auth.validate(&token).await.unwrap_err(),
+        tower_bearer::AuthError::InvalidToken(tower_bearer::TokenError::DpopBound)
+    );
+    let cert = ClientCertificate::from_der(&[0x30, 0x03, 0x02, 0x01, 0x07][..]);
+    let cert_bound = s.idp.token().bound_to_certificate(&cert).sign();
+    assert_eq!(
+        auth.validate(&cert_bound).await.unwrap_err(),
+        tower_bearer::AuthError::InvalidToken(tower_bearer::TokenError::CertificateMismatch)
+    );
+    let request = |proof: Option<String>| {
+        let mut req = Request::get("/me")
+            .header(header::HOST, "api.test")
+            .header(header::AUTHORIZATION, format!("DPoP {token}"));
+        if let Some(p) = proof {
+            req = req.header("dpop", p);
+        }
+        req.body(()).unwrap()
+    };
+    let p = auth
+        .validate_request(&request(Some(s.proof(&token))))
+        .await
+        .unwrap();
+    assert_eq!(
+        p.confirmation().and_then(|c| c.jkt.as_deref()),
+        Some(s.key.thumbprint())
+    );
+    assert!(auth.validate_request(&request(None)).await.is_err());
+    let mut with_cert = Request::get("/me")
+        .header(header::AUTHORIZATION, format!("Bearer {cert_bound}"))
+        .body(())
+        .unwrap();
+    assert!(auth.validate_request(&with_cert).await.is_err());
+    with_cert.extensions_mut().insert(cert);
+    auth.validate_request(&with_cert).await.unwrap();
+}

@@ -435,15 +435,22 @@ async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_not
         .request_scheme("http")
         .build()
         .unwrap();
-    let p = auth.validate(&token).await.unwrap();
+    let dpop = format!("DPoP {token}");
+    let htu = "http://api.test/me";
+    let proof = client.proof("GET", htu, Some(&token)).await;
+    let req = http::Request::get("/me")
+        .header(http::header::HOST, "api.test")
+        .header(http::header::AUTHORIZATION, &dpop)
+        .header("dpop", proof)
+        .body(())
+        .unwrap();
+    let p = auth.validate_request(&req).await.unwrap();
     assert_eq!(
         p.confirmation().and_then(|c| c.jkt.as_deref()),
         Some(client.jkt.as_str()),
         "our thumbprint of the client's key is the IdP's and the package's"
     );
     let app = api(&auth);
-    let dpop = format!("DPoP {token}");
-    let htu = "http://api.test/me";
 
     let proof = client.proof("GET", htu, Some(&token)).await;
     let (status, _) = call_api(&app, "GET", &dpop, &[("dpop", &proof)]).await;
