@@ -268,7 +268,12 @@ pub(crate) fn thumbprint(jwk: &Map<String, Value>) -> Option<String> {
 /// default ports, dot segments, percent-encoding. Query and fragment are
 /// ignored (RFC 9449 §4.3).
 pub(crate) fn same_htu(htu: &str, expected: &Url) -> bool {
-    let Ok(given) = Url::parse(htu) else {
+    // WHATWG parsing would read a backslash as a slash; RFC 3986 does not.
+    let Ok(given) = Url::parse(htu).map_err(drop).and_then(|u| {
+        (!htu.contains('\\') && u.username().is_empty() && u.password().is_none())
+            .then_some(u)
+            .ok_or(())
+    }) else {
         return false;
     };
     matches!(given.scheme(), "http" | "https")
@@ -308,9 +313,10 @@ fn normalized_path(path: &str) -> String {
 }
 
 /// Server nonces (RFC 9449 §8), made from the time and a secret and never
-/// stored: the nonce of interval `n` is `n` and an HMAC of it. The current
-/// and the previous interval's nonces are valid, so a nonce lives through
-/// one rotation. Replicas that share the secret and the interval accept
+/// stored: the nonce of interval `n` is `n` and an HMAC of it. The nonces
+/// of the current, the previous and the next interval are valid, so a
+/// nonce lives through one rotation and replicas whose clocks differ a
+/// little agree. Replicas that share the secret and the interval accept
 /// each other's nonces.
 pub(crate) struct Nonces {
     key: hmac::Key,
@@ -350,7 +356,10 @@ impl Nonces {
         };
         let interval = i64::from_be_bytes(interval);
         let current = now.div_euclid(self.interval_secs);
-        if interval != current && interval != current - 1 {
+        // The previous interval's, so that a nonce lives through one
+        // rotation; the next one's, so that replicas whose clocks differ a
+        // little agree.
+        if interval.abs_diff(current) > 1 {
             return false;
         }
         let tag = hmac::sign(&self.key, &interval.to_be_bytes());
@@ -407,6 +416,12 @@ impl ReplayCache {
         id.copy_from_slice(&ctx.finish().as_ref()[..16]);
 
         let mut g = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // A clock stepped back: the current generation starts again from
+        // now, keeping what it holds (nothing is forgotten early), so that
+        // the generations keep turning.
+        if now < g.start {
+            g.start = now;
+        }
         let elapsed = now.saturating_sub(g.start);
         if elapsed >= self.lifetime {
             // The current generation's time is up; after a quiet spell of
@@ -453,6 +468,11 @@ mod tests {
         // Two generations on, `a` may be used again: its proof's iat is long
         // outside the window.
         cache.insert("k", "a", 1250).unwrap();
+        // A clock stepped back keeps what was seen, and the generations
+        // turn again from there.
+        assert!(cache.insert("k", "a", 900).is_err());
+        cache.insert("k", "d", 1021).unwrap();
+        assert!(cache.insert("k", "a", 1021).is_err(), "previous generation");
     }
 
     #[test]
@@ -465,6 +485,8 @@ mod tests {
         assert!(nonces.is_valid(&n, 6_059));
         assert!(nonces.is_valid(&n, 6_119), "the previous interval's");
         assert!(!nonces.is_valid(&n, 6_120));
+        assert!(nonces.is_valid(&n, 5_999), "a replica a second behind");
+        assert!(!nonces.is_valid(&n, 5_939));
         assert_ne!(nonces.current(6_060), n, "rotated");
         let other = Nonces::new(b"another secret, another server!!", Duration::from_secs(60));
         assert!(!other.is_valid(&n, 6_000));
@@ -493,6 +515,8 @@ mod tests {
             "https://api.example.com/Orders/a~b",
             "not a url",
             "ftp://api.example.com/orders/a~b",
+            "https://api.example.com\\orders/a~b",
+            "https://user@api.example.com/orders/a~b",
         ] {
             assert!(!same_htu(other, &expected), "{other}");
         }

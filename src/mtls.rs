@@ -93,35 +93,47 @@ impl CertificateHeader {
         let pem = match self.format {
             CertificateFormat::UrlEncodedPem => percent_decode(text)?,
             CertificateFormat::Pem => text.to_owned(),
-            CertificateFormat::EnvoyXfcc => percent_decode(xfcc_cert(text)?)?,
+            CertificateFormat::EnvoyXfcc => percent_decode(&xfcc_cert(text)?)?,
         };
         pem_to_der(&pem).map(ClientCertificate::from_der)
     }
 }
 
 /// The `Cert` value of an `x-forwarded-client-cert` of one element:
-/// `By=…;Hash=…;Cert="…";Subject="…"`. Values may be quoted; a quoted
-/// value may hold `,` and `;`.
-fn xfcc_cert(header: &str) -> Option<&str> {
+/// `By=…;Hash=…;Cert="…";Subject="…"`. Values may be quoted, and a quoted
+/// value may hold `,`, `;` and `\"`. `None` for several elements, or for
+/// `Cert` given twice.
+fn xfcc_cert(header: &str) -> Option<String> {
     let mut cert = None;
     let mut rest = header;
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
         let (value, after) = match after.strip_prefix('"') {
             Some(quoted) => {
-                let end = quoted.find('"')?;
-                (&quoted[..end], &quoted[end + 1..])
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let end = loop {
+                    match chars.next()? {
+                        (_, '\\') => value.push(chars.next()?.1),
+                        (i, '"') => break i,
+                        (_, c) => value.push(c),
+                    }
+                };
+                (value, &quoted[end + 1..])
             }
-            None => after.split_at(after.find([';', ',']).unwrap_or(after.len())),
+            None => {
+                let end = after.find([';', ',']).unwrap_or(after.len());
+                (after[..end].to_owned(), &after[end..])
+            }
         };
-        if key.trim().eq_ignore_ascii_case("cert") {
-            cert = Some(value);
+        if key.trim().eq_ignore_ascii_case("cert") && cert.replace(value).is_some() {
+            return None;
         }
-        rest = match after.chars().next() {
-            None => "",
-            Some(';') => &after[1..],
+        rest = match after.strip_prefix(';') {
+            Some(next) => next,
+            None if after.is_empty() => "",
             // A second element: more than one proxy.
-            Some(_) => return None,
+            None => return None,
         };
     }
     cert
@@ -135,8 +147,8 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let digit = |k: usize| char::from(*b.get(i + k)?).to_digit(16);
+            out.push(u8::try_from(digit(1)? * 16 + digit(2)?).ok()?);
             i += 3;
         } else {
             out.push(b[i]);
@@ -224,6 +236,8 @@ mod tests {
         assert_eq!(got.unwrap().der(), [0x30, 0x03, 0x02, 0x01, 0x00]);
         for bad in [
             format!("{one},By=spiffe://other;Cert=\"{encoded}\""),
+            format!("Cert=\"{encoded}\";Cert=\"{encoded}\""),
+            format!("Subject=\"CN=x\\\";Cert=\\\"{encoded}\""),
             "By=spiffe://api.test;Hash=ab12".to_owned(),
             "Cert=\"unterminated".to_owned(),
         ] {

@@ -118,10 +118,14 @@ impl Dpop {
 
     /// Server nonces (RFC 9449 §8): a proof must carry a nonce this server
     /// gave out, or is answered 401 `use_dpop_nonce` with the nonce in the
-    /// `DPoP-Nonce` header. A new nonce every `rotation`; the previous one
-    /// stays valid through one rotation. Nonces are derived from the time
-    /// and `secret` (at least 32 bytes), never stored: replicas that share
-    /// the secret and the rotation accept each other's nonces. Default: off.
+    /// `DPoP-Nonce` header. A new nonce every `rotation`; the previous
+    /// and the next rotation's are accepted too, so a nonce lives through
+    /// one rotation and replicas whose clocks differ a little agree.
+    /// Nonces are derived from the time and `secret` (at least 32 bytes),
+    /// never stored: replicas that share the secret and the rotation accept
+    /// each other's nonces. A nonce is shared by every client: it bounds
+    /// how far ahead a proof can be made, it does not make a proof
+    /// single-use. Default: off.
     pub fn nonces(mut self, secret: impl Into<Vec<u8>>, rotation: Duration) -> Self {
         self.nonces = Some((secret.into(), rotation));
         self
@@ -149,8 +153,17 @@ pub(crate) struct Origin {
 impl Origin {
     /// The request's URI without query and fragment, as the client reached
     /// this server.
-    fn htu(&self, req: &Parts<'_>) -> Option<Url> {
+    fn htu(&self, req: &Parts<'_>) -> Result<Url, ProofError> {
+        let no_host = ProofError("the request names no host to check the DPoP proof's htu against");
         let path = req.uri.path();
+        // The router sees the path as sent: one that normalisation would
+        // change (dot segments, backslashes) could name another resource
+        // than the proof's.
+        if !is_plain_path(path) {
+            return Err(ProofError(
+                "the request path has dot segments or backslashes; a DPoP proof cannot name it",
+            ));
+        }
         let url = match &self.public {
             Some(origin) => format!("{}{path}", origin.as_str().trim_end_matches('/')),
             None => {
@@ -168,15 +181,26 @@ impl Origin {
                 };
                 let host = forwarded("x-forwarded-host")
                     .or_else(|| req.uri.authority().map(|a| a.as_str()))
-                    .or_else(|| req.headers.get(header::HOST)?.to_str().ok())?;
+                    .or_else(|| req.headers.get(header::HOST)?.to_str().ok())
+                    .ok_or(no_host)?;
                 if host.is_empty() || host.contains(['/', '\\', '@', '?', '#', ' ']) {
-                    return None;
+                    return Err(no_host);
                 }
                 format!("{scheme}://{host}{path}")
             }
         };
-        Url::parse(&url).ok()
+        Url::parse(&url).map_err(|_| no_host)
     }
+}
+
+/// Whether `path` is as RFC 3986 normalisation would leave it: no `.` or
+/// `..` segment (percent-encoded or not), no backslash.
+fn is_plain_path(path: &str) -> bool {
+    !path.contains('\\')
+        && path.split('/').all(|segment| {
+            let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+            segment != "." && segment != ".."
+        })
 }
 
 /// What the binding checks read of a request.
@@ -318,11 +342,7 @@ impl Binding {
         let proof = proof.to_str().map_err(|_| {
             AuthError::InvalidDpopProof(ProofError("the DPoP proof is not a compact JWS"))
         })?;
-        let Some(htu) = self.origin.htu(req) else {
-            return Err(AuthError::InvalidDpopProof(ProofError(
-                "the request names no host to check the DPoP proof's htu against",
-            )));
-        };
+        let htu = self.origin.htu(req).map_err(AuthError::InvalidDpopProof)?;
         let expected = Expected {
             method: req.method.as_str(),
             htu: &htu,

@@ -292,6 +292,17 @@ async fn a_proof_for_another_request_token_or_key_is_refused() {
         .sign();
     let a = with_dpop(&app, "/me?page=2", &token, &[&proof]).await;
     assert_eq!(a.status, StatusCode::OK);
+    // A request path that normalisation would change is not one a proof
+    // can name: the router sees it as sent.
+    for path in ["/orders/../me", "/orders/%2E%2e/me", "/./me"] {
+        let a = with_dpop(&app, path, &token, &[&s.proof(&token)]).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            error_of(&a).contains("dot segments"),
+            "{path}: {:?}",
+            a.challenges
+        );
+    }
     // Two DPoP headers: refused.
     let (p1, p2) = (s.proof(&token), s.proof(&token));
     let a = with_dpop(&app, "/me", &token, &[&p1, &p2]).await;
