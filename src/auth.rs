@@ -23,7 +23,7 @@ use crate::jwks::{Key, KeyHealth, KeySet};
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::revocation::RevocationCheck;
-use crate::sender::{Binding, Parts, Scheme};
+use crate::sender::{Binding, DPOP_NONCE, Parts, Scheme};
 use crate::token;
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
@@ -565,14 +565,15 @@ impl Shared {
     }
 
     /// The binding checks of a valid token (DPoP proof, client
-    /// certificate), which every request runs, cached token or not.
+    /// certificate), which every request runs, cached token or not; the
+    /// `DPoP-Nonce` to answer with, if any.
     pub(crate) fn check_binding<B>(
         &self,
         p: &Principal,
         scheme: Scheme,
         token: &[u8],
         req: &http::Request<B>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<HeaderValue>, AuthError> {
         let now = || unix_seconds(self.config.clock.now());
         self.binding
             .check(p, scheme, token, &Parts::of(req), now)
@@ -615,7 +616,7 @@ impl Shared {
                 && let Some(nonce) = self.binding.nonce(unix_seconds(self.config.clock.now()))
                 && let Ok(v) = HeaderValue::from_str(&nonce)
             {
-                headers.insert("dpop-nonce", v);
+                headers.insert(DPOP_NONCE, v);
             }
         }
         match &self.config.responder {

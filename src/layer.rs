@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -21,7 +21,7 @@ use tower_service::Service;
 use crate::auth::{BearerAuthLayer, Quick, Shared};
 use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
-use crate::sender::Scheme;
+use crate::sender::{DPOP_NONCE, Scheme};
 use crate::token;
 
 impl<S, M> Layer<S> for BearerAuthLayer<M> {
@@ -110,11 +110,14 @@ where
                 },
             },
         };
-        let outcome = outcome.and_then(|p| shared.check_binding(&p, scheme, raw, &req).map(|()| p));
+        let outcome = outcome.and_then(|p| {
+            let nonce = shared.check_binding(&p, scheme, raw, &req)?;
+            Ok((p, nonce))
+        });
         match outcome {
-            Ok(principal) => {
+            Ok((principal, nonce)) => {
                 req.extensions_mut().insert(principal);
-                ResponseFuture::inner(self.inner.call(req))
+                ResponseFuture::inner_with_nonce(self.inner.call(req), nonce)
             }
             Err(e) => refuse(&e, &req),
         }
@@ -140,7 +143,7 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Inner { #[pin] fut: S::Future },
+        Inner { #[pin] fut: S::Future, nonce: Option<HeaderValue> },
         Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol, binding: Option<(Scheme, Arc<str>)> },
         Refused { response: Option<Response<Bytes>> },
     }
@@ -151,8 +154,13 @@ where
     S: Service<Request<B>>,
 {
     pub(crate) fn inner(fut: S::Future) -> Self {
+        Self::inner_with_nonce(fut, None)
+    }
+
+    /// The inner service's answer, with a `DPoP-Nonce` header when given.
+    fn inner_with_nonce(fut: S::Future, nonce: Option<HeaderValue>) -> Self {
         Self {
-            state: State::Inner { fut },
+            state: State::Inner { fut, nonce },
         }
     }
 
@@ -207,8 +215,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Inner { fut } => {
-                    return fut.poll(cx).map_ok(|res| res.map(ResponseBody::inner));
+                StateProj::Inner { fut, nonce } => {
+                    let mut res = ready!(fut.poll(cx))?.map(ResponseBody::inner);
+                    if let Some(nonce) = nonce.take() {
+                        res.headers_mut().insert(DPOP_NONCE, nonce);
+                    }
+                    return Poll::Ready(Ok(res));
                 }
                 StateProj::Refused { response } => {
                     let response = response
@@ -227,19 +239,20 @@ where
                     let (mut inner, mut req) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let outcome = match binding {
-                        Some((scheme, token)) => outcome.and_then(|p| {
-                            shared
-                                .check_binding(&p, *scheme, token.as_bytes(), &req)
-                                .map(|()| p)
-                        }),
-                        None => outcome,
-                    };
+                    let outcome = outcome.and_then(|p| match binding {
+                        Some((scheme, token)) => {
+                            let nonce =
+                                shared.check_binding(&p, *scheme, token.as_bytes(), &req)?;
+                            Ok((p, nonce))
+                        }
+                        None => Ok((p, None)),
+                    });
                     match outcome {
-                        Ok(principal) => {
+                        Ok((principal, nonce)) => {
                             req.extensions_mut().insert(principal);
                             State::Inner {
                                 fut: inner.call(req),
+                                nonce,
                             }
                         }
                         Err(e) => State::Refused {

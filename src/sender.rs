@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::{Extensions, HeaderMap, Method, Uri, header};
+use http::{Extensions, HeaderMap, HeaderValue, Method, Uri, header};
 use url::Url;
 
 use crate::alg::Algorithm;
@@ -222,6 +222,9 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// Where a server nonce goes (RFC 9449 §8).
+pub(crate) const DPOP_NONCE: http::HeaderName = http::HeaderName::from_static("dpop-nonce");
+
 /// How the credentials came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scheme {
@@ -291,7 +294,10 @@ impl Binding {
     }
 
     /// Every binding check for `p`, whose token `token` came with `scheme`
-    /// on `req`; `now` (Unix seconds) is read only for a proof.
+    /// on `req`; `now` (Unix seconds) is read only for a proof. With
+    /// nonces on, a request proven by DPoP gets the current nonce back to
+    /// send (RFC 9449 §8.2), so that its client need not wait for a
+    /// `use_dpop_nonce` to learn of a rotation.
     pub(crate) fn check(
         &self,
         p: &Principal,
@@ -299,7 +305,7 @@ impl Binding {
         token: &[u8],
         req: &Parts<'_>,
         now: impl FnOnce() -> i64,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<HeaderValue>, AuthError> {
         let cnf = p.confirmation();
         if let Some(x5t) = cnf.and_then(|c| c.x5t_s256.as_deref()) {
             let shown = req
@@ -323,7 +329,7 @@ impl Binding {
             (Scheme::Bearer, Some(d), None) if d.required => {
                 return Err(AuthError::InvalidToken(TokenError::DpopRequired));
             }
-            (Scheme::Bearer, _, None) => return Ok(()),
+            (Scheme::Bearer, _, None) => return Ok(None),
             (Scheme::Dpop, _, None) => {
                 return Err(AuthError::InvalidToken(TokenError::NotDpopBound));
             }
@@ -343,15 +349,19 @@ impl Binding {
             AuthError::InvalidDpopProof(ProofError("the DPoP proof is not a compact JWS"))
         })?;
         let htu = self.origin.htu(req).map_err(AuthError::InvalidDpopProof)?;
+        let now = now();
         let expected = Expected {
             method: req.method.as_str(),
             htu: &htu,
             access_token: token,
             jkt,
-            now: now(),
+            now,
         };
         match dpop.verifier.check(proof, &expected) {
-            Verdict::Proven => Ok(()),
+            Verdict::Proven => Ok(dpop
+                .verifier
+                .current_nonce(now)
+                .and_then(|n| HeaderValue::from_str(&n).ok())),
             Verdict::Invalid(e) => Err(AuthError::InvalidDpopProof(e)),
             Verdict::NeedsNonce => Err(AuthError::UseDpopNonce),
         }

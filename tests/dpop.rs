@@ -456,18 +456,18 @@ async fn server_nonces_are_required_rotated_and_live_through_one_rotation() {
         get_me(&app, &token, Some(&with_nonce(&nonce))).await.status,
         StatusCode::OK
     );
-    // One rotation on, the nonce still works; two on, it is refused with a
-    // new one.
+    // One rotation on, the nonce still works, and the answer brings the
+    // new one; two on, the old one is refused with a new one.
     s.clock.advance(Duration::from_secs(60));
-    assert_eq!(
-        get_me(&app, &token, Some(&with_nonce(&nonce))).await.status,
-        StatusCode::OK
-    );
+    let ok = get_me(&app, &token, Some(&with_nonce(&nonce))).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let rotated = ok.nonce.expect("a DPoP-Nonce on success");
+    assert_ne!(rotated, nonce);
     s.clock.advance(Duration::from_secs(60));
     let stale = get_me(&app, &token, Some(&with_nonce(&nonce))).await;
     assert!(stale.challenges[0].starts_with("DPoP error=\"use_dpop_nonce\""));
     let fresh = stale.nonce.unwrap();
-    assert_ne!(fresh, nonce);
+    assert!(fresh != nonce && fresh != rotated, "a rotation later still");
     assert_eq!(
         get_me(&app, &token, Some(&with_nonce(&fresh))).await.status,
         StatusCode::OK
