@@ -22,9 +22,11 @@
 //!
 //! Routes: `GET /healthz` (open), `GET /me` (any valid token),
 //! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
-//! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`).
+//! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`),
+//! `GET /sensitive` (`acr` `phr` and `auth_time` within 600 s, RFC 9470).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -32,7 +34,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_bearer::{
     BearerAuthLayer, CertificateFormat, CertificateHeader, ClaimPath, ClientId, ClientSecret, Dpop,
-    Principal, TrustedIssuer,
+    Principal, StepUp, TrustedIssuer,
 };
 
 #[tokio::main]
@@ -69,7 +71,7 @@ async fn run() -> Result<(), String> {
     if var("DPOP_NONCE").as_deref() == Some("1") {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no randomness for the nonce secret")?;
-        dpop = dpop.nonces(secret, std::time::Duration::from_secs(300));
+        dpop = dpop.nonces(secret, Duration::from_secs(300));
     }
     builder = builder.dpop(dpop);
     builder = match var("PUBLIC_ORIGIN") {
@@ -140,6 +142,14 @@ async fn run() -> Result<(), String> {
         .route(
             "/reports",
             get(reports).route_layer(auth.require_all_roles(["auditor"])),
+        )
+        .route(
+            "/sensitive",
+            // Step-up (RFC 9470): a phishing-resistant login, at most ten
+            // minutes old.
+            get(reports).route_layer(auth.require_step_up(
+                StepUp::acr_values(["phr"]).and_max_age(Duration::from_secs(600)),
+            )),
         )
         .layer(auth)
         .route("/healthz", get(|| async { "ok" }));

@@ -1231,7 +1231,7 @@ impl<M> Builder<M> {
     /// Role paths that can be read: given, not deeper than the JSON
     /// depth limit (nor 8), and not a claim read for something else.
     fn check_role_claims(&self, paths: &[ClaimPath]) -> Result<(), ConfigError> {
-        const RESERVED: [&str; 10] = [
+        const RESERVED: [&str; 12] = [
             "iss",
             "sub",
             "aud",
@@ -1242,6 +1242,8 @@ impl<M> Builder<M> {
             "client_id",
             "azp",
             "cnf",
+            "acr",
+            "auth_time",
         ];
         for path in paths {
             if path.depth() == 0 || path.segments().any(str::is_empty) {

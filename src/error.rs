@@ -36,6 +36,12 @@ pub enum AuthError {
     /// [`BearerAuthLayer::require_all_roles`]: crate::BearerAuthLayer::require_all_roles
     /// [`BearerAuthLayer::require`]: crate::BearerAuthLayer::require
     Forbidden(Refusal),
+    /// The token is valid but the user's authentication is not strong or
+    /// recent enough for this route (RFC 9470): 401
+    /// `insufficient_user_authentication`, with the `acr_values` and
+    /// `max_age` the route needs in the challenge and the body, so the
+    /// client can have the user authenticate again and retry.
+    InsufficientUserAuthentication(StepUp),
     /// The DPoP proof (RFC 9449) is missing, malformed, for another
     /// request, replayed, or made with another key than the token's: 401
     /// `invalid_dpop_proof`, in a `DPoP` challenge.
@@ -190,6 +196,82 @@ impl ProofError {
     }
 }
 
+/// The user authentication a route requires (RFC 9470): an `acr` from a
+/// list, an `auth_time` no older than a maximum age, or both. A token
+/// without the claim does not meet it. Route layers check it
+/// ([`BearerAuthLayer::require_step_up`](crate::BearerAuthLayer::require_step_up));
+/// [`AuthError::InsufficientUserAuthentication`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StepUp {
+    acr_values: Arc<[Box<str>]>,
+    max_age: Option<Duration>,
+}
+
+impl StepUp {
+    /// An `acr` among `values` (exact match). An empty list asks nothing.
+    pub fn acr_values<I, S>(values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::default().and_acr_values(values)
+    }
+
+    /// An `auth_time` at most `max_age` ago.
+    pub fn max_age(max_age: Duration) -> Self {
+        Self::default().and_max_age(max_age)
+    }
+
+    /// This, and an `acr` among `values`.
+    pub fn and_acr_values<I, S>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.acr_values = values
+            .into_iter()
+            .map(|s| s.into().into_boxed_str())
+            .collect();
+        self
+    }
+
+    /// This, and an `auth_time` at most `max_age` ago.
+    pub fn and_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// The `acr` values the route accepts; empty when it asks none.
+    pub fn acr(&self) -> impl Iterator<Item = &str> {
+        self.acr_values.iter().map(|s| &**s)
+    }
+
+    /// The oldest `auth_time` the route accepts, as an age.
+    pub fn oldest(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The challenge parameters RFC 9470 §3 names: `acr_values`
+    /// (space-separated) and `max_age` (seconds).
+    fn params(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let acr = (!self.acr_values.is_empty()).then(|| ("acr_values", self.acr_values.join(" ")));
+        let age = self.max_age.map(|m| ("max_age", m.as_secs().to_string()));
+        acr.into_iter().chain(age)
+    }
+
+    /// Whether claims with this `acr` and `auth_time` meet it at `now`
+    /// (Unix seconds).
+    pub(crate) fn is_met(&self, acr: Option<&str>, auth_time: Option<i64>, now: i64) -> bool {
+        let acr_ok = self.acr_values.is_empty()
+            || acr.is_some_and(|a| self.acr_values.iter().any(|v| **v == *a));
+        let age_ok = self.max_age.is_none_or(|max| {
+            auth_time
+                .is_some_and(|t| u64::try_from(now.saturating_sub(t)).unwrap_or(0) <= max.as_secs())
+        });
+        acr_ok && age_ok
+    }
+}
+
 /// Scopes a route requires: all of a list, or any one of it. Route layers
 /// check it; [`AuthError::InsufficientScope`] carries it, and its
 /// challenge names the scopes.
@@ -280,7 +362,8 @@ impl AuthError {
             | Self::InvalidRequest(_)
             | Self::InvalidToken(_)
             | Self::InvalidDpopProof(_)
-            | Self::UseDpopNonce => 16,
+            | Self::UseDpopNonce
+            | Self::InsufficientUserAuthentication(_) => 16,
             Self::InsufficientScope(_) | Self::Forbidden(_) => 7,
             Self::TemporarilyUnavailable { .. } => 14,
         }
@@ -327,7 +410,8 @@ impl AuthError {
             Self::MissingToken
             | Self::InvalidToken(_)
             | Self::InvalidDpopProof(_)
-            | Self::UseDpopNonce => StatusCode::UNAUTHORIZED,
+            | Self::UseDpopNonce
+            | Self::InsufficientUserAuthentication(_) => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TemporarilyUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -343,6 +427,7 @@ impl AuthError {
             Self::InsufficientScope(_) | Self::Forbidden(_) => Some("insufficient_scope"),
             Self::InvalidDpopProof(_) => Some("invalid_dpop_proof"),
             Self::UseDpopNonce => Some("use_dpop_nonce"),
+            Self::InsufficientUserAuthentication(_) => Some("insufficient_user_authentication"),
             Self::TemporarilyUnavailable { .. } => Some("temporarily_unavailable"),
         }
     }
@@ -360,6 +445,9 @@ impl AuthError {
             Self::Forbidden(r) => r.description(),
             Self::InvalidDpopProof(e) => e.description(),
             Self::UseDpopNonce => "the DPoP proof must carry the server's current nonce",
+            Self::InsufficientUserAuthentication(_) => {
+                "the user's authentication is not strong or recent enough for this request"
+            }
             Self::TemporarilyUnavailable { .. } => {
                 "the token cannot be checked right now; retry later"
             }
@@ -403,6 +491,12 @@ impl AuthError {
                     .replace('"', "\\\"");
                 params.push(format!("scope=\"{scopes}\""));
             }
+            if let Self::InsufficientUserAuthentication(step_up) = self {
+                params.extend(step_up.params().map(|(name, value)| {
+                    let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+                    format!("{name}=\"{value}\"")
+                }));
+            }
         }
         if let Some(algs) = algs {
             params.push(format!("algs=\"{algs}\""));
@@ -431,6 +525,14 @@ impl AuthError {
         }
         if let Self::InsufficientScope(req) = self {
             body.insert("scope".into(), req.scopes.join(" ").into());
+        }
+        if let Self::InsufficientUserAuthentication(step_up) = self {
+            if !step_up.acr_values.is_empty() {
+                body.insert("acr_values".into(), step_up.acr_values.join(" ").into());
+            }
+            if let Some(max) = step_up.max_age {
+                body.insert("max_age".into(), max.as_secs().into());
+            }
         }
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = Response::new(Bytes::from(body));
@@ -532,6 +634,9 @@ impl fmt::Display for AuthError {
             Self::Forbidden(r) => write!(f, "forbidden: {}", r.description()),
             Self::InvalidDpopProof(e) => write!(f, "invalid DPoP proof: {}", e.description()),
             Self::UseDpopNonce => f.write_str("the DPoP proof lacks the server's nonce"),
+            Self::InsufficientUserAuthentication(_) => {
+                f.write_str("the user's authentication is not strong or recent enough")
+            }
             Self::TemporarilyUnavailable { .. } => {
                 f.write_str("the token cannot be checked right now")
             }

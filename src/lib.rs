@@ -94,7 +94,7 @@ pub use config::{
     DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
     MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
-pub use error::{AuthError, ProofError, Refusal, RequestError, ScopePolicy, TokenError};
+pub use error::{AuthError, ProofError, Refusal, RequestError, ScopePolicy, StepUp, TokenError};
 pub use fetch::FetchError;
 pub use introspect::{ClientAuth, ClientId, ClientSecret};
 pub use issuer::{IssuerHealth, TrustedIssuer};

@@ -11,7 +11,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
-use crate::error::{AuthError, Protocol, Refusal, ScopePolicy, TokenError};
+use crate::clock::unix_seconds;
+use crate::error::{AuthError, Protocol, Refusal, ScopePolicy, StepUp, TokenError};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -467,6 +468,39 @@ impl<M> BearerAuthLayer<M> {
             rule: Arc::new(move |p| rule(p).map_err(AuthError::Forbidden)),
             shared: self.shared.clone(),
         }
+    }
+
+    /// A route layer that requires a stronger or more recent user
+    /// authentication than the token shows (RFC 9470): an `acr` among the
+    /// step-up's values, an `auth_time` within its maximum age, or both.
+    /// A token without the claim does not meet it. The refusal is 401
+    /// `insufficient_user_authentication` with `acr_values` and `max_age`
+    /// in the challenge and the body, so the client can have the user
+    /// authenticate again.
+    pub fn require_step_up(&self, step_up: StepUp) -> RequirePrincipalLayer {
+        let clock = self.shared.config.clock.clone();
+        RequirePrincipalLayer {
+            rule: Arc::new(move |p| {
+                let claims = p.claims();
+                let now = unix_seconds(clock.now());
+                if step_up.is_met(claims.acr.as_deref(), claims.auth_time, now) {
+                    Ok(())
+                } else {
+                    Err(AuthError::InsufficientUserAuthentication(step_up.clone()))
+                }
+            }),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// [`require_step_up`](Self::require_step_up) with an `acr` among
+    /// `values` alone.
+    pub fn require_acr<I, S>(&self, values: I) -> RequirePrincipalLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.require_step_up(StepUp::acr_values(values))
     }
 
     /// A route layer that takes DPoP-bound tokens only (RFC 9449), even

@@ -242,6 +242,35 @@ async fn resource_server_trusts_several_issuers_tenants_and_roles() {
         res.json::<Value>().await.unwrap(),
         serde_json::json!({ "ok": true })
     );
+    // Step-up: `acr` phr and a login at most 600 s old.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let strong = a
+        .token()
+        .claim("acr", "phr")
+        .claim("auth_time", now - 60)
+        .sign();
+    let res = get("/sensitive", &strong).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        serde_json::json!({ "ok": true })
+    );
+    let stale = a
+        .token()
+        .claim("acr", "phr")
+        .claim("auth_time", now - 3600)
+        .sign();
+    let res = get("/sensitive", &stale).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_user_authentication""#)
+    );
     let res = get("/reports", &from_a).await.unwrap();
     assert_eq!(res.status(), 403);
     assert!(

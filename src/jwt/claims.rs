@@ -35,6 +35,12 @@ pub struct RegisteredClaims {
     pub client_id: Option<String>,
     /// `azp`: authorized party (OpenID Connect; Keycloak, Auth0).
     pub azp: Option<String>,
+    /// `acr`: the class of the user's authentication (OpenID Connect;
+    /// RFC 9470 step-up).
+    pub acr: Option<String>,
+    /// `auth_time`: when the user last authenticated, seconds since the
+    /// Unix epoch (OpenID Connect; RFC 9470 step-up).
+    pub auth_time: Option<i64>,
 }
 
 /// What a sender-constrained token is bound to: its `cnf` claim (RFC 7800),
@@ -367,6 +373,8 @@ pub(crate) fn parse(
             jti: out.jti,
             client_id: out.client_id,
             azp: out.azp,
+            acr: out.acr,
+            auth_time: out.auth_time,
         },
         scopes: Scopes(scopes.into()),
         roles: Roles(roles.into()),
@@ -414,6 +422,8 @@ struct Parsed {
     jti: Option<String>,
     client_id: Option<String>,
     azp: Option<String>,
+    acr: Option<String>,
+    auth_time: Option<i64>,
     cnf: Option<Confirmation>,
     scopes: Vec<Box<str>>,
     roles: Vec<Box<str>>,
@@ -462,6 +472,8 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                 "jti" => out.jti = Some(string(&mut map, "jti", failure)?),
                 "client_id" => out.client_id = Some(string(&mut map, "client_id", failure)?),
                 "azp" => out.azp = Some(string(&mut map, "azp", failure)?),
+                "acr" => out.acr = Some(string(&mut map, "acr", failure)?),
+                "auth_time" => out.auth_time = Some(number(&mut map, "auth_time", failure)?),
                 "cnf" => out.cnf = Some(confirmation(&mut map, failure)?),
                 "aud" => {
                     let aud = match map.next_value::<Value>()? {
