@@ -16,11 +16,7 @@ use tower_bearer::{
     AuthError, BearerAuthLayer, ManualClock, Principal, RequireScopesLayer, ScopePolicy,
 };
 
-struct Answer {
-    status: StatusCode,
-    challenge: Option<String>,
-    body: Value,
-}
+use common::{Answer, send};
 
 async fn call(app: &Router, path: &str, auth: &[&str]) -> Answer {
     let mut req = Request::get(path);
@@ -28,25 +24,6 @@ async fn call(app: &Router, path: &str, auth: &[&str]) -> Answer {
         req = req.header(header::AUTHORIZATION, *a);
     }
     send(app, req.body(Body::empty()).unwrap()).await
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Answer {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    Answer {
-        status,
-        challenge,
-        body,
-    }
 }
 
 fn app(auth: &BearerAuthLayer) -> Router {

@@ -12,8 +12,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
-use tower_bearer::{AuthError, BearerAuthLayer, StepUp, TokenError};
+use tower_bearer::{AuthError, BearerAuthLayer, ManualClock, StepUp, TokenError};
 
 fn app(auth: &BearerAuthLayer) -> Router {
     Router::new()
@@ -35,32 +34,24 @@ async fn fetch(app: &Router, path: &str, token: &str) -> (StatusCode, Option<Str
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let challenge = res
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    (
-        status,
-        challenge,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+    let a = common::send(app, req).await;
+    (a.status, a.challenge, a.body)
+}
+
+/// A validator for `idp` on `clock`.
+fn validator(idp: &tower_bearer::testing::TestIssuer, clock: &ManualClock) -> BearerAuthLayer {
+    BearerAuthLayer::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .build()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn routes_ask_for_an_acr_and_a_recent_login_and_say_what_they_need() {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let app = app(&auth);
+    let app = app(&validator(&idp, &clock));
     let now = 1_800_000_000i64;
     let token = |acr: Option<&str>, auth_time: Option<i64>| {
         let mut t = idp.token();
@@ -132,12 +123,7 @@ async fn routes_ask_for_an_acr_and_a_recent_login_and_say_what_they_need() {
 #[tokio::test]
 async fn acr_and_auth_time_of_the_wrong_type_are_invalid_tokens() {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock)
-        .build()
-        .unwrap();
+    let auth = validator(&idp, &clock);
     for (claim, value, name) in [
         ("acr", json!(2), "acr"),
         ("acr", json!(["phr"]), "acr"),

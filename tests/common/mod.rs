@@ -133,3 +133,32 @@ pub fn pem_certificate(der: &[u8]) -> String {
         STANDARD.encode(der)
     )
 }
+
+/// A response as the tests read it: status, first challenge, and body (the
+/// JSON, or the text as a JSON string).
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub challenge: Option<String>,
+    pub body: Value,
+}
+
+/// `req` through `app`, read as an [`Answer`].
+pub async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> Answer {
+    use tower::ServiceExt as _;
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let challenge = res
+        .headers()
+        .get(http::header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    Answer {
+        status,
+        challenge,
+        body,
+    }
+}
