@@ -614,9 +614,8 @@ impl Shared {
             }
             if matches!(err, AuthError::UseDpopNonce)
                 && let Some(nonce) = self.binding.nonce(unix_seconds(self.config.clock.now()))
-                && let Ok(v) = HeaderValue::from_str(&nonce)
             {
-                headers.insert(DPOP_NONCE, v);
+                headers.insert(DPOP_NONCE, nonce);
             }
         }
         match &self.config.responder {

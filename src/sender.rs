@@ -288,9 +288,10 @@ impl Binding {
         self.dpop.as_ref().map(|d| &*d.algs)
     }
 
-    /// The nonce for a `DPoP-Nonce` header, when nonces are on.
-    pub(crate) fn nonce(&self, now: i64) -> Option<String> {
-        self.dpop.as_ref()?.verifier.current_nonce(now)
+    /// The `DPoP-Nonce` header value at `now`, when nonces are on.
+    pub(crate) fn nonce(&self, now: i64) -> Option<HeaderValue> {
+        let nonce = self.dpop.as_ref()?.verifier.current_nonce(now)?;
+        HeaderValue::from_str(&nonce).ok()
     }
 
     /// Every binding check for `p`, whose token `token` came with `scheme`
@@ -358,10 +359,7 @@ impl Binding {
             now,
         };
         match dpop.verifier.check(proof, &expected) {
-            Verdict::Proven => Ok(dpop
-                .verifier
-                .current_nonce(now)
-                .and_then(|n| HeaderValue::from_str(&n).ok())),
+            Verdict::Proven => Ok(self.nonce(now)),
             Verdict::Invalid(e) => Err(AuthError::InvalidDpopProof(e)),
             Verdict::NeedsNonce => Err(AuthError::UseDpopNonce),
         }
