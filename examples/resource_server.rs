@@ -18,12 +18,14 @@
 //! | `PUBLIC_ORIGIN` | optional origin DPoP proofs name (`https://api.example.com`); without it, `http://` and the request's `Host` |
 //! | `DPOP_NONCE` | `1`: DPoP server nonces on (a random secret per process) |
 //! | `CLIENT_CERT_HEADER` | optional header carrying the client certificate as URL-encoded PEM, from a TLS-terminating proxy, for certificate-bound tokens |
+//! | `RESOURCE` | optional RFC 9728 resource identifier (`https://api.example.com`): serves `/.well-known/oauth-protected-resource` (with the identifier's path, if any, after it), and every 401 names it in `resource_metadata` |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open), `GET /me` (any valid token),
 //! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
 //! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`),
-//! `GET /sensitive` (`acr` `phr` and `auth_time` within 600 s, RFC 9470).
+//! `GET /sensitive` (`acr` `phr` and `auth_time` within 600 s, RFC 9470),
+//! and with `RESOURCE` the metadata document (open).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -34,7 +36,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tower_bearer::{
     BearerAuthLayer, CertificateFormat, CertificateHeader, ClaimPath, ClientId, ClientSecret, Dpop,
-    Principal, StepUp, TrustedIssuer,
+    Principal, ProtectedResource, StepUp, TrustedIssuer,
 };
 
 #[tokio::main]
@@ -84,6 +86,13 @@ async fn run() -> Result<(), String> {
             .ok_or("CLIENT_CERT_HEADER is not a header name")?;
         builder = builder.client_certificate_header(header);
     }
+    if let Some(resource) = var("RESOURCE") {
+        builder = builder.protected_resource(
+            ProtectedResource::new(resource)
+                .scopes_supported(["read", "write", "admin"])
+                .name("tower-bearer example documents API"),
+        );
+    }
     let introspection_uri = var("INTROSPECTION_URI");
     // Opaque tokens name no issuer (nor tenant): they go to the first
     // issuer that is not a template.
@@ -125,7 +134,8 @@ async fn run() -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
 
-    let app = Router::new()
+    let metadata = auth.resource_metadata();
+    let mut app = Router::new()
         .route("/me", get(me))
         .route(
             "/documents",
@@ -153,6 +163,10 @@ async fn run() -> Result<(), String> {
         )
         .layer(auth)
         .route("/healthz", get(|| async { "ok" }));
+    if let Some(metadata) = metadata {
+        // After the layer: the document is for clients without a token.
+        app = app.route_service(metadata.path(), metadata.clone());
+    }
 
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

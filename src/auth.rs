@@ -15,13 +15,14 @@ use http::{HeaderValue, Response, header};
 use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
 use crate::config::Config;
-use crate::error::{AuthError, Protocol, Refusal, TokenError};
+use crate::error::{AuthError, Challenge, Protocol, Refusal, TokenError};
 use crate::fetch::FetchError;
 use crate::introspect;
 use crate::issuer::{Issuer, IssuerHealth, Issuers};
 use crate::jwks::{Key, KeyHealth, KeySet};
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
+use crate::metadata::ResourceMetadata;
 use crate::revocation::RevocationCheck;
 use crate::sender::{Binding, DPOP_NONCE, Parts, Scheme};
 use crate::token;
@@ -211,6 +212,13 @@ impl<M> BearerAuthLayer<M> {
     /// Issuers that share a key store report the same keys.
     pub fn issuers_key_health(&self) -> Vec<IssuerHealth> {
         self.shared.issuers.health()
+    }
+
+    /// The service that serves this API's protected resource metadata
+    /// (RFC 9728), when [`Builder::protected_resource`](crate::Builder::protected_resource)
+    /// configured it.
+    pub fn resource_metadata(&self) -> Option<ResourceMetadata> {
+        self.shared.config.metadata.clone()
     }
 
     /// A receiver that sees every change of [`key_health`](Self::key_health):
@@ -584,8 +592,11 @@ impl Shared {
     /// of every scheme this validator takes (RFC 9449 §7.1: the error in
     /// the challenge of the scheme it concerns), then your hook.
     pub(crate) fn error_response(&self, err: &AuthError, protocol: Protocol) -> Response<Bytes> {
-        let realm = self.config.realm.as_deref();
-        let mut res = err.respond(realm, protocol);
+        let challenge = Challenge {
+            realm: self.config.realm.as_deref(),
+            resource_metadata: self.config.metadata.as_ref().map(ResourceMetadata::url),
+        };
+        let mut res = err.respond(challenge, protocol);
         if let Some(algs) = self.binding.dpop_algs()
             && !matches!(err, AuthError::TemporarilyUnavailable { .. })
         {
@@ -600,8 +611,8 @@ impl Shared {
                 );
             let bearer = self.binding.accepts_bearer()
                 && !matches!(err, AuthError::InvalidToken(TokenError::DpopRequired));
-            let dpop = err.challenge("DPoP", realm, in_dpop, Some(algs));
-            let bearer = bearer.then(|| err.challenge("Bearer", realm, !in_dpop, None));
+            let dpop = err.challenge("DPoP", challenge, in_dpop, Some(algs));
+            let bearer = bearer.then(|| err.challenge("Bearer", challenge, !in_dpop, None));
             // The challenge that carries the error first.
             let (first, second) = match bearer {
                 Some(bearer) if !in_dpop => (bearer, Some(dpop)),

@@ -31,6 +31,7 @@ use crate::issuer::{Issuer, Issuers, KeysFrom, TENANT, Template, TrustedIssuer, 
 use crate::jwks::{FetchBudget, JwksError, KeyPolicy, KeySet, KeyStore, Source, StorePool};
 use crate::jwt::claims::{ClaimPath, Principal};
 use crate::jwt::{ClaimsValidator, Rules};
+use crate::metadata::{ProtectedResource, ResourceMetadata};
 use crate::mtls::CertificateHeader;
 use crate::revocation::{RevocationCheck, RevocationList};
 use crate::sender::{Binding, Dpop, DpopMode, MAX_DPOP_WINDOW, Origin};
@@ -82,6 +83,11 @@ pub enum ConfigError {
     /// bytes, a public origin that is not an origin, a request scheme
     /// other than `http` or `https`.
     SenderConstraint(&'static str),
+    /// The protected resource metadata is unusable: a resource identifier
+    /// that is not an https URL in normal form (or not on the public
+    /// origin), a scope or URL member that is malformed, or an additional
+    /// member that repeats one this crate writes.
+    ResourceMetadata(&'static str),
     /// A duration setting is longer than its bound.
     TooLong {
         /// The builder method.
@@ -114,9 +120,10 @@ impl fmt::Display for ConfigError {
             Self::InvalidRealm => f.write_str("the realm must be visible ASCII without quotes or backslashes"),
             Self::InvalidLimit(what) => write!(f, "limit {what} must be greater than zero"),
             Self::HttpClient(e) => write!(f, "cannot build the HTTP client: {e}"),
-            Self::Introspection(why) | Self::Issuers(why) | Self::SenderConstraint(why) => {
-                f.write_str(why)
-            }
+            Self::Introspection(why)
+            | Self::Issuers(why)
+            | Self::SenderConstraint(why)
+            | Self::ResourceMetadata(why) => f.write_str(why),
             Self::RoleClaim(why) => write!(f, "role claim: {why}"),
             Self::TooLong { setting, max } => {
                 write!(f, "{setting} must be at most {}", human(*max))
@@ -230,6 +237,7 @@ struct Settings {
     request_scheme: &'static str,
     trust_forwarded: bool,
     certificate_header: Option<CertificateHeader>,
+    resource: Option<ProtectedResource>,
 }
 
 impl<M> fmt::Debug for Builder<M> {
@@ -286,6 +294,7 @@ impl Default for Builder {
             request_scheme: "https",
             trust_forwarded: false,
             certificate_header: None,
+            resource: None,
         })
     }
 }
@@ -707,6 +716,16 @@ impl<M> Builder<M> {
         self
     }
 
+    /// Serve this API's protected resource metadata (RFC 9728) with
+    /// [`BearerAuthLayer::resource_metadata`], and name it in every
+    /// challenge (`resource_metadata`, §5.1). Its resource identifier is
+    /// also the audience when no [`audience`](Self::audience) is given
+    /// (RFC 8707). Default: none.
+    pub fn protected_resource(mut self, resource: ProtectedResource) -> Self {
+        self.s.resource = Some(resource);
+        self
+    }
+
     /// Checks the configuration and builds the validator.
     ///
     /// Keys are not fetched here: the first request that needs them fetches
@@ -717,6 +736,9 @@ impl<M> Builder<M> {
         self.check_durations()?;
         self.check_limits()?;
         self.check_realm()?;
+        if let Some(resource) = &self.s.resource {
+            resource.resource().map_err(ConfigError::ResourceMetadata)?;
+        }
         let required_claims = self.required_claims()?;
         let trusted = self.trusted_issuers()?;
         let pool = Arc::new(StorePool::default());
@@ -757,6 +779,7 @@ impl<M> Builder<M> {
             }
         }
         let binding = self.binding()?;
+        let metadata = self.metadata(&fixed)?;
         let config = Config {
             algorithms: algorithms.into(),
             typ: self.s.typ,
@@ -767,6 +790,7 @@ impl<M> Builder<M> {
             realm: self.s.realm.map(Box::from),
             cookie: self.s.cookie.map(Box::from),
             responder: self.s.responder,
+            metadata,
         };
         Ok(BearerAuthLayer::new(
             config,
@@ -779,6 +803,34 @@ impl<M> Builder<M> {
 }
 
 impl<M> Builder<M> {
+    /// The protected resource metadata, from what is configured and the
+    /// `fixed` issuers (templates have no one issuer to name).
+    fn metadata(&self, fixed: &[Arc<Issuer>]) -> Result<Option<ResourceMetadata>, ConfigError> {
+        let Some(resource) = &self.s.resource else {
+            return Ok(None);
+        };
+        let issuers: Vec<&str> = fixed
+            .iter()
+            .filter_map(|i| i.rules.iss.as_deref())
+            .collect();
+        let d = &self.s.dpop;
+        let dpop =
+            (d.mode != DpopMode::Off).then(|| (&d.algorithms[..], d.mode == DpopMode::Required));
+        let origin = match &self.s.public_origin {
+            Some(o) => Some(checked_url(o)?),
+            None => None,
+        };
+        resource
+            .build(
+                &issuers,
+                dpop,
+                self.s.certificate_header.is_some(),
+                origin.as_ref(),
+            )
+            .map(Some)
+            .map_err(ConfigError::ResourceMetadata)
+    }
+
     /// The sender-constraint checks: DPoP's proof verifier and where the
     /// request URI comes from, and the certificate header.
     fn binding(&self) -> Result<Binding, ConfigError> {
@@ -1210,14 +1262,18 @@ impl<M> Builder<M> {
         ))
     }
 
-    /// The audiences of `ti`, or the builder's; `None` when their check
-    /// is explicitly skipped.
+    /// The audiences of `ti`, or the builder's, or else the protected
+    /// resource's identifier (RFC 8707); `None` when their check is
+    /// explicitly skipped.
     fn audiences_for(&self, ti: &TrustedIssuer) -> Result<Option<Box<[Box<str>]>>, ConfigError> {
-        let given = if ti.audiences.is_empty() {
-            &self.s.audiences
-        } else {
-            &ti.audiences
-        };
+        let resource: Vec<String> = (self.s.resource.as_ref())
+            .and_then(|r| r.resource().ok())
+            .map(|r| vec![r.to_owned()])
+            .unwrap_or_default();
+        let given = [&ti.audiences, &self.s.audiences, &resource]
+            .into_iter()
+            .find(|list| !list.is_empty())
+            .unwrap_or(&resource);
         if given.iter().any(String::is_empty) {
             return Err(ConfigError::EmptyValue("audience"));
         }

@@ -12,6 +12,7 @@ use http::Response;
 use crate::alg::Algorithm;
 use crate::clock::Clock;
 use crate::error::AuthError;
+use crate::metadata::ResourceMetadata;
 
 /// Leeway applied to `exp` and `nbf`: 60 s, as Envoy and Spring use.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
@@ -152,4 +153,6 @@ pub(crate) struct Config {
     pub realm: Option<Box<str>>,
     pub cookie: Option<Box<str>>,
     pub responder: Option<ErrorResponder>,
+    /// The protected resource metadata, whose URL challenges name.
+    pub metadata: Option<ResourceMetadata>,
 }

@@ -351,6 +351,23 @@ impl Protocol {
     }
 }
 
+/// What every challenge of a validator carries besides the error: its
+/// realm, and the URL of its protected resource metadata (RFC 9728 §5.1).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Challenge<'a> {
+    pub(crate) realm: Option<&'a str>,
+    pub(crate) resource_metadata: Option<&'a str>,
+}
+
+impl<'a> Challenge<'a> {
+    fn realm(realm: Option<&'a str>) -> Self {
+        Self {
+            realm,
+            resource_metadata: None,
+        }
+    }
+}
+
 impl AuthError {
     /// The gRPC status code this error is answered with: 16
     /// `UNAUTHENTICATED` for missing or invalid credentials, 7
@@ -375,6 +392,10 @@ impl AuthError {
     /// `cache-control: no-store` — and no body, so the layer sends it as a
     /// single HEADERS frame that ends the stream.
     pub fn to_grpc_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        self.grpc_response(Challenge::realm(realm))
+    }
+
+    fn grpc_response(&self, challenge: Challenge<'_>) -> Response<Bytes> {
         let mut res = Response::new(Bytes::new());
         let headers = res.headers_mut();
         headers.insert(
@@ -390,17 +411,17 @@ impl AuthError {
             headers.insert("grpc-message", v);
         }
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = self.www_authenticate(realm) {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        if let Some(value) = self.bearer_challenge(challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         res
     }
 
-    pub(crate) fn respond(&self, realm: Option<&str>, protocol: Protocol) -> Response<Bytes> {
+    pub(crate) fn respond(&self, challenge: Challenge<'_>, protocol: Protocol) -> Response<Bytes> {
         if protocol.grpc {
-            self.to_grpc_response(realm)
+            self.grpc_response(challenge)
         } else {
-            self.to_response(realm)
+            self.response(challenge)
         }
     }
 
@@ -457,10 +478,14 @@ impl AuthError {
     /// The `WWW-Authenticate` challenge for this error (RFC 6750 §3), or
     /// `None` for errors that are not about the credentials.
     pub fn www_authenticate(&self, realm: Option<&str>) -> Option<HeaderValue> {
+        self.bearer_challenge(Challenge::realm(realm))
+    }
+
+    fn bearer_challenge(&self, challenge: Challenge<'_>) -> Option<HeaderValue> {
         if matches!(self, Self::TemporarilyUnavailable { .. }) {
             return None;
         }
-        Some(self.challenge("Bearer", realm, true, None))
+        Some(self.challenge("Bearer", challenge, true, None))
     }
 
     /// The challenge of `scheme` (`Bearer` or `DPoP`), with this error's
@@ -468,13 +493,16 @@ impl AuthError {
     pub(crate) fn challenge(
         &self,
         scheme: &'static str,
-        realm: Option<&str>,
+        challenge: Challenge<'_>,
         with_error: bool,
         algs: Option<&str>,
     ) -> HeaderValue {
-        let mut params: Vec<String> = Vec::with_capacity(5);
-        if let Some(realm) = realm {
+        let mut params: Vec<String> = Vec::with_capacity(6);
+        if let Some(realm) = challenge.realm {
             params.push(format!("realm=\"{realm}\""));
+        }
+        if let Some(url) = challenge.resource_metadata {
+            params.push(format!("resource_metadata=\"{url}\""));
         }
         if with_error {
             if let Some(code) = self.error_code() {
@@ -507,7 +535,7 @@ impl AuthError {
             format!("{scheme} {}", params.join(", "))
         };
         // Every part is a fixed string, the realm (checked by the builder),
-        // algorithm names or escaped scopes; a scope with control
+        // the metadata URL (a URL as `Url` writes it: no quotes), algorithm names or escaped scopes; a scope with control
         // characters would make this fail, and then the bare scheme is sent.
         HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static(scheme))
     }
@@ -516,6 +544,10 @@ impl AuthError {
     /// `Retry-After` for 503), `Cache-Control: no-store`, and a small JSON
     /// body with the same fields as the challenge.
     pub fn to_response(&self, realm: Option<&str>) -> Response<Bytes> {
+        self.response(Challenge::realm(realm))
+    }
+
+    fn response(&self, challenge: Challenge<'_>) -> Response<Bytes> {
         let mut body = serde_json::Map::new();
         if let Some(code) = self.error_code() {
             body.insert("error".into(), code.into());
@@ -543,8 +575,8 @@ impl AuthError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(challenge) = self.www_authenticate(realm) {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        if let Some(value) = self.bearer_challenge(challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if let Self::TemporarilyUnavailable { retry_after } = self {
             // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).

@@ -62,6 +62,7 @@ mod issuer;
 mod jwks;
 mod jwt;
 mod layer;
+mod metadata;
 mod mtls;
 mod policy;
 mod revocation;
@@ -101,6 +102,9 @@ pub use issuer::{IssuerHealth, TrustedIssuer};
 pub use jwks::{JwksError, KeyHealth};
 pub use jwt::claims::{ClaimPath, Confirmation, Principal, RegisteredClaims, Roles, Scopes};
 pub use layer::{BearerAuth, ResponseBody, ResponseFuture};
+pub use metadata::{
+    DEFAULT_METADATA_MAX_AGE, ProtectedResource, ResourceMetadata, WELL_KNOWN_PATH,
+};
 pub use mtls::{CertificateFormat, CertificateHeader, ClientCertificate};
 pub use policy::{
     RequireActive, RequireActiveLayer, RequirePrincipal, RequirePrincipalLayer, RequireScopes,

@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
 use crate::clock::unix_seconds;
-use crate::error::{AuthError, Protocol, Refusal, ScopePolicy, StepUp, TokenError};
+use crate::error::{AuthError, Challenge, Protocol, Refusal, ScopePolicy, StepUp, TokenError};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -208,7 +208,7 @@ where
 {
     match shared {
         Some(shared) => ResponseFuture::refused(shared, err, protocol),
-        None => ResponseFuture::refused_with(err.respond(None, protocol)),
+        None => ResponseFuture::refused_with(err.respond(Challenge::default(), protocol)),
     }
 }
 

@@ -382,6 +382,78 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
 }
 
 #[tokio::test]
+async fn resource_server_serves_its_metadata_and_names_it_in_challenges() {
+    let idp = TestIssuer::builder()
+        .audience("documents-api")
+        .start()
+        .await
+        .unwrap();
+    let resource = "https://api.example.com/docs";
+    let url = "https://api.example.com/.well-known/oauth-protected-resource/docs";
+    let server = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "documents-api"),
+        ("RESOURCE", resource),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let res = client
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/docs?x=1",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(doc["resource"], resource);
+    assert_eq!(
+        doc["authorization_servers"],
+        serde_json::json!([idp.issuer()])
+    );
+    assert_eq!(
+        doc["scopes_supported"],
+        serde_json::json!(["read", "write", "admin"])
+    );
+
+    let res = client
+        .get(format!("{}/me", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        format!("Bearer resource_metadata=\"{url}\"").as_str()
+    );
+    let expired = idp.token().claim("exp", 1_000_000).sign();
+    let res = client
+        .get(format!("{}/me", server.base))
+        .bearer_auth(expired)
+        .send()
+        .await
+        .unwrap();
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with(&format!(
+            "Bearer resource_metadata=\"{url}\", error=\"invalid_token\""
+        )),
+        "{challenge}"
+    );
+    // The document is not behind the layer, the API still is.
+    let token = idp.token().sign();
+    let res = client
+        .get(format!("{}/me", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn resource_server_refuses_to_start_without_issuer_or_audience() {
     for env in [
         &[("AUDIENCE", "a")][..],
@@ -406,6 +478,11 @@ async fn resource_server_refuses_to_start_without_issuer_or_audience() {
             ("ISSUER", "https://idp.example"),
             ("AUDIENCE", "a"),
             ("PUBLIC_ORIGIN", "https://api.example/v1"),
+        ],
+        &[
+            ("ISSUER", "https://idp.example"),
+            ("AUDIENCE", "a"),
+            ("RESOURCE", "https://api.example/docs?v=1"),
         ],
     ] {
         let mut cmd = Command::new(common::example("resource_server"));
