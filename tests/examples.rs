@@ -40,27 +40,11 @@ struct Server {
 
 async fn resource_server(env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(common::example("resource_server"));
-    cmd.env_clear()
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .kill_on_drop(true)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.env_clear().env("LISTEN_ADDR", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the server announced itself in time")
-        .unwrap()
-        .expect("a line on stdout");
-    let base = line
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    // Keep reading: a child that logs to stdout dies of EPIPE if nobody does.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, base) = common::listening(cmd).await;
     Server {
         _child: child,
         base,

@@ -162,3 +162,38 @@ pub async fn send(app: &axum::Router, req: http::Request<axum::body::Body>) -> A
         body,
     }
 }
+
+/// A server process started from `cmd`, and the base URL of its first
+/// stdout line, `listening on URL`. Its stdout and stderr are read to the
+/// end (a child that logs dies of EPIPE if nobody does); when it does not
+/// announce itself, the panic carries what it said on stderr.
+pub async fn listening(mut cmd: tokio::process::Command) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line()).await;
+    let base = match &first {
+        Ok(Ok(Some(line))) => line.strip_prefix("listening on ").map(str::to_owned),
+        _ => None,
+    };
+    let Some(base) = base else {
+        let mut said = String::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            stderr.read_to_string(&mut said),
+        )
+        .await;
+        panic!("{cmd:?} did not announce itself ({first:?}); its stderr: {said}");
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    });
+    (child, base)
+}
