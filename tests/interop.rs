@@ -42,36 +42,9 @@ struct Idp {
 
 impl Idp {
     async fn start(dir: &Path) -> Self {
-        let mut child = Command::new("node")
-            .arg(dir.join("idp.mjs"))
-            .env("PORT", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node is installed");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = child.stderr.take().unwrap();
-        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
-        let Ok(Ok(Some(line))) = first else {
-            // Whatever it said on its way out, for the failure message.
-            let mut said = String::new();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut said),
-            )
-            .await;
-            panic!("the IdP did not start ({first:?}); its stderr: {said}");
-        };
-        let issuer = line
-            .strip_prefix("listening on ")
-            .expect("the listening line")
-            .to_owned();
-        // Keep reading both: a child that logs dies of EPIPE if nobody does.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-        });
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("idp.mjs")).env("PORT", "0");
+        let (child, issuer) = common::listening(cmd).await;
         Self {
             _child: child,
             issuer,
@@ -539,3 +512,161 @@ async fn real_certificate_bound_tokens_pass_with_their_certificate_only() {
 fn test_certificate() -> rcgen::CertifiedKey<rcgen::KeyPair> {
     rcgen::generate_simple_self_signed(vec!["client.test".to_owned()]).unwrap()
 }
+
+/// Runs one of the Node scripts in `tests/interop` with `env`, and returns
+/// its stdout, trimmed; a failure panics with its stderr.
+async fn node(dir: &Path, script: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join(script)).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} finished in time"))
+        .expect("node is installed");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// An access token from the authorization code flow of a user who logged
+/// in `auth_age` seconds ago with `acr` (`tests/interop/user-token.mjs`):
+/// oidc-provider's own `acr` and `auth_time`.
+async fn user_token(dir: &Path, idp: &Idp, acr: Option<&str>, auth_age: u64) -> String {
+    let auth_age = auth_age.to_string();
+    let mut env = vec![
+        ("ISSUER", idp.issuer.as_str()),
+        ("RESOURCE", "urn:tower-bearer:rs256"),
+        ("SCOPE", "read"),
+        ("AUTH_AGE", auth_age.as_str()),
+    ];
+    if let Some(acr) = acr {
+        env.push(("ACR", acr));
+    }
+    node(dir, "user-token.mjs", &env).await
+}
+
+#[tokio::test]
+async fn step_up_routes_judge_a_real_idp_s_acr_and_auth_time() {
+    let Some(dir) = interop_dir() else { return };
+    let idp = Idp::start(&dir).await;
+    let auth = validator(&idp);
+    let me = axum::routing::get(|p: tower_bearer::Principal| async move {
+        p.subject().unwrap_or_default().to_owned()
+    });
+    let app = axum::Router::new()
+        .route("/me", me)
+        .route_layer(auth.require_step_up(
+            tower_bearer::StepUp::acr_values(["phr"]).and_max_age(Duration::from_secs(600)),
+        ))
+        .layer(auth.clone());
+
+    let fresh_phr = user_token(&dir, &idp, Some("phr"), 30).await;
+    let claims = common::claims_of(&fresh_phr);
+    assert_eq!(claims["acr"], "phr", "{claims}");
+    let age = claims["iat"].as_i64().unwrap() - claims["auth_time"].as_i64().unwrap();
+    assert!((30..60).contains(&age), "auth_time is {age} s before iat");
+    let (status, challenges) = call_api(&app, "GET", &format!("Bearer {fresh_phr}"), &[]).await;
+    assert_eq!(status, http::StatusCode::OK, "{challenges:?}");
+
+    for (acr, auth_age, why) in [
+        (None, 30, "the IdP's default acr"),
+        (Some("urn:example:other"), 30, "another acr"),
+        (Some("phr"), 3_600, "a login an hour old"),
+    ] {
+        let token = user_token(&dir, &idp, acr, auth_age).await;
+        let (status, challenges) = call_api(&app, "GET", &format!("Bearer {token}"), &[]).await;
+        assert_eq!(status, http::StatusCode::UNAUTHORIZED, "{why}");
+        assert!(
+            challenges[0].starts_with("Bearer error=\"insufficient_user_authentication\"")
+                && challenges[0].contains("acr_values=\"phr\"")
+                && challenges[0].contains("max_age=\"600\""),
+            "{why}: {challenges:?}"
+        );
+    }
+
+    // Client credentials: no user, no acr, no auth_time.
+    let (status, _) = call_api(
+        &app,
+        "GET",
+        &format!(
+            "Bearer {}",
+            idp.token("urn:tower-bearer:rs256", "read").await
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(status, http::StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_mcp_sdk_discovers_authenticates_and_calls_the_mcp_example() {
+    let Some(dir) = interop_dir() else { return };
+    let idp = Idp::start(&dir).await;
+    let mut cmd = Command::new(common::example("mcp_server"));
+    cmd.env_clear()
+        .env("ISSUER", &idp.issuer)
+        .env("LISTEN_ADDR", "127.0.0.1:0");
+    let (_server, base) = common::listening(cmd).await;
+    let mcp_url = format!("{base}/mcp");
+    // A token with the right scope, from the right IdP, for another
+    // audience.
+    let other = idp
+        .grant(MCP_CLIENT, "urn:other-api", "mcp:tools", None)
+        .await;
+    let other = other["access_token"].as_str().unwrap();
+
+    let out = node(
+        &dir,
+        "mcp-client.mjs",
+        &[
+            ("MCP_URL", &mcp_url),
+            ("CLIENT_ID", MCP_CLIENT.0),
+            ("CLIENT_SECRET", MCP_CLIENT.1),
+            ("OTHER_TOKEN", other),
+        ],
+    )
+    .await;
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let metadata_url = format!("{base}/.well-known/oauth-protected-resource/mcp");
+
+    // 1. The 401 names the metadata, which names the IdP.
+    assert_eq!(report["unauthenticated_status"], 401, "{report}");
+    assert_eq!(report["resource_metadata_url"], metadata_url.as_str());
+    let metadata = &report["resource_metadata"];
+    assert_eq!(metadata["resource"], mcp_url.as_str());
+    assert_eq!(metadata["authorization_servers"][0], idp.issuer.as_str());
+    assert_eq!(metadata["scopes_supported"][0], "mcp:tools");
+    assert_eq!(report["authorization_server_issuer"], idp.issuer.as_str());
+
+    // 2. The SDK asked for a token for the MCP server's URL (RFC 8707),
+    // and got one with that audience.
+    let token = &report["token_request"];
+    assert_eq!(token["grant_type"], "client_credentials", "{report}");
+    assert_eq!(token["resource"][0], mcp_url.as_str(), "{report}");
+    assert_eq!(report["token_claims"]["aud"], mcp_url.as_str());
+
+    // 3. It listed the tool and called it, as the client it is.
+    assert_eq!(report["tools"], serde_json::json!(["whoami"]), "{report}");
+    assert_eq!(report["call"]["isError"], false, "{report}");
+    assert_eq!(
+        report["call"]["content"][0]["text"],
+        "client_id: mcp-client"
+    );
+
+    // 4. Another audience: 401, pointing at the metadata again.
+    assert_eq!(report["other_audience_status"], 401, "{report}");
+    let challenge = report["other_audience_challenge"].as_str().unwrap();
+    assert!(
+        challenge.starts_with(&format!(
+            "Bearer resource_metadata=\"{metadata_url}\", error=\"invalid_token\""
+        )),
+        "{challenge}"
+    );
+}
+
+const MCP_CLIENT: (&str, &str) = ("mcp-client", "mcp-client-secret");
