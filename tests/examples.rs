@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tower_bearer::Algorithm;
 use tower_bearer::testing::{DpopKey, TestIssuer};
