@@ -4,8 +4,8 @@
 //! layer's gRPC answers next to its HTTP ones.
 //!
 //! `./scripts/test` installs grpcio into a venv under `target/` from the
-//! hash-pinned `tests/grpcio/requirements.txt` and sets
-//! `TOWER_BEARER_GRPCIO` to its Python; a plain `cargo test` without it
+//! hash-pinned `tests/python/requirements.txt` and sets
+//! `TOWER_BEARER_PYTHON` to its Python; a plain `cargo test` without it
 //! prints `skipped: grpcio not installed`.
 
 mod common;
@@ -417,31 +417,13 @@ async fn every_refusal_through_axum_is_one_headers_frame_that_ends_the_stream() 
     }
 }
 
-/// What grpcio reported for one call (`tests/grpcio/health_client.py`).
+/// What grpcio reported for one call (`tests/python/health_client.py`).
 #[derive(Debug, serde::Deserialize, PartialEq, Eq)]
 struct GrpcioResult {
     code: String,
     details: Option<String>,
     www_authenticate: Option<String>,
     status: Option<String>,
-}
-
-/// The Python of the grpcio venv, or `None` (skipped) when it is not
-/// installed and `./scripts/test` did not ask for it: under
-/// `./scripts/test` (which sets `TOWER_BEARER_INTEROP`) a missing venv
-/// fails the test.
-fn grpcio_python() -> Option<std::path::PathBuf> {
-    match std::env::var_os("TOWER_BEARER_GRPCIO") {
-        Some(python) => Some(python.into()),
-        None => {
-            assert!(
-                std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
-                "./scripts/test runs the interop tests but TOWER_BEARER_GRPCIO is unset"
-            );
-            println!("skipped: grpcio not installed (./scripts/test installs it)");
-            None
-        }
-    }
 }
 
 /// Runs the grpcio client against `addr` for `cases` (method, token).
@@ -454,7 +436,7 @@ async fn grpcio(
         .iter()
         .map(|(method, token)| serde_json::json!({ "method": method, "token": token }))
         .collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpcio/health_client.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/health_client.py");
     let mut child = Command::new(python)
         .arg(script)
         .arg(addr)
@@ -481,7 +463,7 @@ async fn grpcio(
 
 #[tokio::test]
 async fn grpc_c_core_reads_every_refusal_and_its_challenge() {
-    let Some(python) = grpcio_python() else {
+    let Some(python) = common::python() else {
         return;
     };
     let idp = TestIssuer::start().await.unwrap();

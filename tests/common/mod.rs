@@ -197,3 +197,21 @@ pub async fn listening(mut cmd: tokio::process::Command) -> (tokio::process::Chi
     });
     (child, base)
 }
+
+/// The Python of the test venv (`tests/python`: grpcio, prometheus_client),
+/// or `None` (skipped) when it is not installed and `./scripts/test` did
+/// not ask for it: under `./scripts/test` (which sets
+/// `TOWER_BEARER_INTEROP`) a missing venv fails the test.
+pub fn python() -> Option<std::path::PathBuf> {
+    match std::env::var_os("TOWER_BEARER_PYTHON") {
+        Some(python) => Some(python.into()),
+        None => {
+            assert!(
+                std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
+                "./scripts/test runs the interop tests but TOWER_BEARER_PYTHON is unset"
+            );
+            println!("skipped: the Python venv is not installed (./scripts/test installs it)");
+            None
+        }
+    }
+}
