@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, header};
+use tracing::Instrument as _;
 
 use crate::cache::TokenCache;
 use crate::clock::unix_seconds;
@@ -23,8 +24,10 @@ use crate::jwks::{Key, KeyHealth, KeySet};
 use crate::jwt::claims::Principal;
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::metadata::ResourceMetadata;
+use crate::readiness::Readiness;
 use crate::revocation::RevocationCheck;
 use crate::sender::{Binding, DPOP_NONCE, Parts, Scheme};
+use crate::telemetry::{self, Path, Reason, Seen, Tally, Watch};
 use crate::token;
 
 /// A validator for bearer access tokens, and the tower [`Layer`] that puts
@@ -93,6 +96,9 @@ pub(crate) struct Shared {
     revocation: Box<[Arc<dyn RevocationCheck>]>,
     /// Signatures verified: each costs far more than this increment.
     signatures: AtomicU64,
+    /// `None`: metrics off for this validator.
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics: Option<crate::telemetry::metrics::Metrics>,
 }
 
 impl<M> std::fmt::Debug for BearerAuthLayer<M> {
@@ -141,6 +147,7 @@ impl<M> BearerAuthLayer<M> {
         issuers: Issuers,
         cache: Option<Arc<TokenCache>>,
         revocation: Box<[Arc<dyn RevocationCheck>]>,
+        #[cfg(feature = "metrics")] metrics: Option<crate::telemetry::metrics::Metrics>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -150,6 +157,8 @@ impl<M> BearerAuthLayer<M> {
                 cache,
                 revocation,
                 signatures: AtomicU64::new(0),
+                #[cfg(feature = "metrics")]
+                metrics,
             }),
             optional: false,
             mode: PhantomData,
@@ -212,6 +221,17 @@ impl<M> BearerAuthLayer<M> {
     /// Issuers that share a key store report the same keys.
     pub fn issuers_key_health(&self) -> Vec<IssuerHealth> {
         self.shared.issuers.health()
+    }
+
+    /// The service that answers a readiness probe: 200 while every
+    /// configured issuer has a usable key set, 503 with the reason
+    /// otherwise. See [`Readiness`].
+    pub fn readiness(&self) -> Readiness {
+        let shared = self.shared.clone();
+        Readiness::new(Arc::new(move || {
+            let now = shared.config.clock.now();
+            (now, shared.issuers.configured_health())
+        }))
     }
 
     /// The service that serves this API's protected resource metadata
@@ -320,10 +340,26 @@ impl Shared {
     /// The verdict for a token verified before, if it is in the cache and
     /// still current: its key still published, its time claims still met.
     /// Takes the bytes as sent: a hit proves them a well-formed token.
-    pub(crate) fn validate_cached(&self, token: &[u8]) -> Option<Result<Principal, AuthError>> {
+    pub(crate) fn validate_cached(
+        &self,
+        token: &[u8],
+        seen: &mut Seen,
+    ) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
-        let hit = cache.get(token, now)?;
+        let Some(hit) = cache.get(token, now) else {
+            #[cfg(feature = "metrics")]
+            if let Some(m) = &self.metrics {
+                m.cache_misses.increment(1);
+            }
+            return None;
+        };
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.cache_hits.increment(1);
+        }
+        seen.path = Some(Path::Cached);
+        seen.issuer = hit.issuer().label;
         let p = hit.principal();
         Some(
             match jwt::check_time_claims(&hit.issuer().rules, p.claims(), unix_seconds(now)) {
@@ -338,11 +374,15 @@ impl Shared {
 
     /// After a cache miss: validates with the keys at hand, without
     /// waiting, or says what to wait for.
-    pub(crate) fn validate_uncached(&self, token: &str) -> Quick {
+    pub(crate) fn validate_uncached(&self, token: &str, seen: &mut Seen) -> Quick {
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
         if !self.issuers.opaque().is_empty() && !introspect::is_jws_shaped(token) {
+            seen.path = Some(Path::Introspected);
+            if let [only] = self.issuers.opaque() {
+                seen.issuer = only.label;
+            }
             return Quick::Pending(Pending::Introspect);
         }
         let jws = match jwt::parse(&self.config, token) {
@@ -353,6 +393,8 @@ impl Shared {
             Ok(issuer) => issuer,
             Err(e) => return Quick::Done(Err(e)),
         };
+        seen.path = Some(Path::Verified);
+        seen.issuer = issuer.label;
         let now = self.config.clock.now();
         let keys = issuer.keys.snapshot(now);
         match self.verify(&jws, token, keys.set()) {
@@ -433,15 +475,72 @@ impl Shared {
         verdict
     }
 
-    /// The whole pipeline, for [`BearerAuthLayer::validate`]: each stage once.
+    /// The whole pipeline, for [`BearerAuthLayer::validate`]: each stage
+    /// once, observed as the layer's requests are.
     pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        if let Some(verdict) = self.validate_cached(token.as_bytes()) {
-            return verdict;
+        let mut watch = Watch::start(self.timed());
+        let verdict = match self.validate_cached(token.as_bytes(), &mut watch.seen) {
+            Some(verdict) => verdict,
+            None => match self.validate_uncached(token, &mut watch.seen) {
+                Quick::Done(verdict) => verdict,
+                Quick::Pending(pending) => {
+                    let span = watch.span.clone();
+                    self.resume(token, pending).instrument(span).await
+                }
+            },
+        };
+        let tally = self.observe(&mut watch, verdict.as_ref());
+        telemetry::settle_now(tally);
+        verdict
+    }
+
+    /// The end of one validation: its span's fields, its metrics. For an
+    /// accepted token, what to count it with once the route has answered
+    /// ([`telemetry::settle`]): a route layer may still refuse it.
+    pub(crate) fn observe(
+        &self,
+        watch: &mut Watch,
+        verdict: Result<&Principal, &AuthError>,
+    ) -> Tally {
+        if watch.seen.path == Some(Path::Introspected)
+            && let Ok(p) = verdict
+        {
+            watch.seen.issuer = self.issuers.label_of(p);
         }
-        match self.validate_uncached(token) {
-            Quick::Done(verdict) => verdict,
-            Quick::Pending(pending) => self.resume(token, pending).await,
+        if !watch.span.is_disabled() {
+            let label = self.issuers.label(watch.seen.issuer);
+            record(
+                &watch.span,
+                watch.seen,
+                verdict,
+                label,
+                self.config.trace_subject,
+            );
         }
+        #[cfg(feature = "metrics")]
+        {
+            let m = self.metrics.as_ref()?;
+            let reason = match verdict {
+                Ok(_) => Reason::Ok,
+                Err(e) => {
+                    if e == &AuthError::InvalidDpopProof(crate::dpop::REPLAYED) {
+                        m.dpop_replays.increment(1);
+                    }
+                    Reason::of(e, watch.seen.path)
+                }
+            };
+            let Seen { path, issuer } = watch.seen;
+            m.observe(path, issuer, reason, watch.started);
+            verdict.is_ok().then(|| m.issuer(issuer).clone())
+        }
+    }
+
+    /// Whether validations are timed: metrics are on.
+    pub(crate) fn timed(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.metrics.is_some();
+        #[cfg(not(feature = "metrics"))]
+        false
     }
 
     /// The issuer whose keys must have signed `jws`: chosen by its
@@ -629,9 +728,71 @@ impl Shared {
                 headers.insert(DPOP_NONCE, nonce);
             }
         }
-        match &self.config.responder {
+        let mut res = match &self.config.responder {
             Some(f) => f(err, res),
             None => res,
+        };
+        // For the layer around a route that refused: see `telemetry::settle`.
+        telemetry::mark(&mut res, Reason::of(err, None), false);
+        res
+    }
+
+    /// The layer's own refusal: observed, answered, and marked counted.
+    pub(crate) fn refusal(
+        &self,
+        watch: &mut Watch,
+        err: &AuthError,
+        protocol: Protocol,
+    ) -> Response<Bytes> {
+        self.observe(watch, Err(err));
+        let mut res = self.error_response(err, protocol);
+        telemetry::mark(&mut res, Reason::of(err, watch.seen.path), true);
+        res
+    }
+}
+
+/// Records the outcome of a validation on its span: for an accepted
+/// token its `iss`, `kid` and `alg`, and its subject when `subject` (the
+/// user opted in); for a refusal the configured issuer `label`, if the
+/// token got as far as one.
+pub(crate) fn record(
+    span: &tracing::Span,
+    seen: Seen,
+    verdict: Result<&Principal, &AuthError>,
+    label: &str,
+    subject: bool,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let reason = match verdict {
+        Ok(_) => Reason::Ok,
+        Err(e) => Reason::of(e, seen.path),
+    };
+    span.record("outcome", reason.outcome().as_str());
+    span.record("reason", reason.as_str());
+    if let Some(path) = seen.path {
+        span.record("cached", path == Path::Cached);
+    }
+    match verdict {
+        Ok(p) => {
+            if let Some(iss) = p.claims().iss.as_deref() {
+                span.record("iss", iss);
+            }
+            if let Some(kid) = p.key_id() {
+                span.record("kid", kid);
+            }
+            if let Some(alg) = p.algorithm() {
+                span.record("alg", alg.as_str());
+            }
+            if subject && let Some(sub) = p.subject() {
+                span.record("enduser.id", sub);
+            }
+        }
+        Err(_) => {
+            if !label.is_empty() {
+                span.record("iss", label);
+            }
         }
     }
 }

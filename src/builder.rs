@@ -224,6 +224,9 @@ struct Settings {
     /// The lists, whose revocations also drop cached verifications.
     revocation_lists: Vec<RevocationList>,
     realm: Option<String>,
+    trace_subject: bool,
+    #[cfg(feature = "metrics")]
+    metrics: bool,
     cookie: Option<String>,
     responder: Option<ErrorResponder>,
     /// The issuers added with `trusted_issuer`, after `issuer`'s.
@@ -282,6 +285,9 @@ impl Default for Builder {
             revocation: Vec::new(),
             revocation_lists: Vec::new(),
             realm: None,
+            trace_subject: false,
+            #[cfg(feature = "metrics")]
+            metrics: true,
             cookie: None,
             responder: None,
             issuers: Vec::new(),
@@ -645,6 +651,24 @@ impl<M> Builder<M> {
         self
     }
 
+    /// Records the subject (`sub`) of each accepted token on its
+    /// validation span, as `enduser.id` (OpenTelemetry's name). Off by
+    /// default: a subject identifies a person, and traces often travel
+    /// further than logs.
+    pub fn trace_subject(mut self, yes: bool) -> Self {
+        self.s.trace_subject = yes;
+        self
+    }
+
+    /// Whether this validator reports metrics (the `metrics` feature):
+    /// on by default. Their handles are resolved by `build()`, from the
+    /// recorder in effect then: install yours before.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.s.metrics = on;
+        self
+    }
+
     /// A `realm` for the `WWW-Authenticate` challenge. Default: none.
     pub fn realm(mut self, realm: impl Into<String>) -> Self {
         self.s.realm = Some(realm.into());
@@ -746,8 +770,15 @@ impl<M> Builder<M> {
             .map_err(client_error)?;
         let mut algorithms: Vec<Algorithm> = Vec::new();
         let (mut fixed, mut templates, mut opaque) = (Vec::new(), Vec::new(), Vec::new());
-        for (ti, iss) in &trusted {
-            let recipe = self.recipe(ti, iss.as_deref(), &pool, &fetcher)?;
+        // Metrics and spans name an issuer by its configuration alone.
+        let labels: Box<[Box<str>]> = std::iter::once("")
+            .chain(trusted.iter().map(|(ti, _)| ti.iss.as_str()))
+            .map(Box::from)
+            .collect();
+        for (i, (ti, iss)) in trusted.iter().enumerate() {
+            let label = u16::try_from(i + 1)
+                .map_err(|_| ConfigError::Issuers("more than 65535 trusted issuers"))?;
+            let recipe = self.recipe(ti, iss.as_deref(), &pool, &fetcher, label)?;
             for alg in &recipe.algorithms {
                 if !algorithms.contains(alg) {
                     algorithms.push(*alg);
@@ -791,13 +822,21 @@ impl<M> Builder<M> {
             cookie: self.s.cookie.map(Box::from),
             responder: self.s.responder,
             metadata,
+            trace_subject: self.s.trace_subject,
         };
+        #[cfg(feature = "metrics")]
+        let metrics = self
+            .s
+            .metrics
+            .then(|| crate::telemetry::metrics::Metrics::new(&labels));
         Ok(BearerAuthLayer::new(
             config,
             binding,
-            Issuers::new(fixed, templates, opaque),
+            Issuers::new(fixed, templates, opaque, labels),
             cache,
             self.s.revocation.into(),
+            #[cfg(feature = "metrics")]
+            metrics,
         ))
     }
 }
@@ -953,6 +992,11 @@ struct Recipe {
     timeout: Duration,
     pool: Arc<StorePool>,
     budget: Option<Arc<FetchBudget>>,
+    /// The issuer's index among the trusted ones, from 1.
+    label: u16,
+    /// `None`: metrics off.
+    #[cfg(feature = "metrics")]
+    key_metrics: Option<Arc<crate::telemetry::metrics::KeyMetrics>>,
 }
 
 enum RecipeKeys {
@@ -970,7 +1014,7 @@ impl Recipe {
             RecipeKeys::Store(store) => store.clone(),
             RecipeKeys::Discover(secrets) => {
                 let url = checked_url(iss.ok_or(ConfigError::NoKeySource)?)?;
-                KeyStore::new(
+                let store = KeyStore::new(
                     Source::Discovery(url, secrets.clone(), self.pool.clone()),
                     iss.map(str::to_owned),
                     self.algorithms.clone(),
@@ -979,7 +1023,16 @@ impl Recipe {
                     self.policy.clone(),
                     &self.fetcher,
                     self.budget.clone().zip(tenant.map(Box::from)),
-                )
+                );
+                // A tenant's key count is not its template's.
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.key_metrics {
+                    store.observe_with(match tenant {
+                        Some(_) => m.counters_only(),
+                        None => m.clone(),
+                    });
+                }
+                store
             }
         };
         let introspector = match &self.introspection {
@@ -991,8 +1044,13 @@ impl Recipe {
                 if cfg.endpoint.is_none() && discovery.is_none() {
                     return Err(ConfigError::NoKeySource);
                 }
-                let introspector =
+                #[allow(unused_mut)] // set only with the metrics feature
+                let mut introspector =
                     Introspector::new(cfg.clone(), discovery, &self.fetcher, self.timeout);
+                #[cfg(feature = "metrics")]
+                if self.key_metrics.is_some() {
+                    introspector.measure();
+                }
                 Some(Arc::new(introspector))
             }
         };
@@ -1011,6 +1069,7 @@ impl Recipe {
             keys,
             introspector,
             tenant: tenant.map(Box::from),
+            label: self.label,
         })
     }
 }
@@ -1135,6 +1194,7 @@ impl<M> Builder<M> {
         iss: Option<&str>,
         pool: &Arc<StorePool>,
         fetcher: &Fetcher,
+        label: u16,
     ) -> Result<Recipe, ConfigError> {
         let audiences = self.audiences_for(ti)?;
         let (algorithms, secrets) = self.algorithms_and_secrets(ti.algorithms.as_deref())?;
@@ -1180,6 +1240,15 @@ impl<M> Builder<M> {
             )),
             None => return Err(ConfigError::NoKeySource),
         };
+        #[cfg(feature = "metrics")]
+        let key_metrics = self
+            .s
+            .metrics
+            .then(|| crate::telemetry::metrics::Metrics::keys(&ti.iss));
+        #[cfg(feature = "metrics")]
+        if let (RecipeKeys::Store(store), Some(m)) = (&keys, &key_metrics) {
+            store.observe_with(m.clone());
+        }
         let mut validators = self.s.validators.clone();
         if let Some(clients) = ti
             .allowed_clients
@@ -1210,6 +1279,9 @@ impl<M> Builder<M> {
             timeout: self.s.fetch_timeout,
             pool: pool.clone(),
             budget: None,
+            label,
+            #[cfg(feature = "metrics")]
+            key_metrics,
         })
     }
 

@@ -155,4 +155,6 @@ pub(crate) struct Config {
     pub responder: Option<ErrorResponder>,
     /// The protected resource metadata, whose URL challenges name.
     pub metadata: Option<ResourceMetadata>,
+    /// Record the subject on validation spans (`enduser.id`).
+    pub trace_subject: bool,
 }

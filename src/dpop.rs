@@ -31,6 +31,9 @@ use crate::jwks::{proof_key, verify};
 /// key is about 700 bytes in base64url) and a few short claims.
 pub(crate) const MAX_PROOF_BYTES: usize = 8 * 1024;
 
+/// The refusal of a proof used before.
+pub(crate) const REPLAYED: ProofError = ProofError("the DPoP proof was used before");
+
 /// The longest `jti` kept for replay detection.
 const MAX_JTI_BYTES: usize = 256;
 
@@ -435,7 +438,7 @@ impl ReplayCache {
             g.start = now;
         }
         if g.current.contains(&id) || g.previous.contains(&id) {
-            return Err(ProofError("the DPoP proof was used before"));
+            return Err(REPLAYED);
         }
         if g.current.len() + g.previous.len() >= self.max {
             return Err(ProofError(

@@ -20,12 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio::sync::{Mutex, Semaphore};
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::clock::unix_seconds;
 use crate::config::Config;
 use crate::error::{AuthError, TokenError};
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, Fetcher, loggable};
 use crate::jwt::{self, Rules, claims::Principal};
 
 /// The resource server's client id at the authorization server, for
@@ -133,6 +134,9 @@ pub(crate) struct Introspector {
     cache: moka::future::Cache<Digest, Answer>,
     /// Calls made to the endpoint.
     calls: AtomicU64,
+    /// `None`: metrics off.
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::telemetry::metrics::IntrospectionMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -168,7 +172,15 @@ impl Introspector {
             discovered: Mutex::new(None),
             cache,
             calls: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metrics: None,
         }
+    }
+
+    /// Reports its calls to the metrics from now on.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn measure(&mut self) {
+        self.metrics = Some(crate::telemetry::metrics::IntrospectionMetrics::new());
     }
 
     /// Calls made to the endpoint so far.
@@ -239,8 +251,20 @@ impl Introspector {
             }
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let body = self.fetcher.post_form(&endpoint, &form, basic).await?;
-        parse_answer(config, rules, body)
+        let span = tracing::debug_span!("tower_bearer.introspect", endpoint = loggable(&endpoint));
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let answer = self
+            .fetcher
+            .post_form(&endpoint, &form, basic)
+            .instrument(span)
+            .await
+            .and_then(|body| parse_answer(config, rules, body));
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.called(answer.as_ref().ok().map(Result::is_ok), started.elapsed());
+        }
+        answer
     }
 
     async fn endpoint(&self) -> Result<Url, FetchError> {

@@ -297,6 +297,9 @@ pub(crate) struct Issuer {
     pub(crate) introspector: Option<Arc<Introspector>>,
     /// The tenant, when a template made it.
     pub(crate) tenant: Option<Box<str>>,
+    /// Its index among the trusted issuers, from 1, for metrics and
+    /// spans: a template's tenants share the template's.
+    pub(crate) label: u16,
 }
 
 impl Issuer {
@@ -383,6 +386,9 @@ pub(crate) struct Issuers {
     templates: Box<[Template]>,
     /// The issuers that introspect opaque tokens, in order.
     opaque: Box<[Arc<Issuer>]>,
+    /// By [`Issuer::label`]: `""` at 0 (no issuer), then each trusted
+    /// issuer's `iss`, or its template.
+    labels: Box<[Box<str>]>,
 }
 
 impl Issuers {
@@ -390,12 +396,24 @@ impl Issuers {
         fixed: Vec<Arc<Issuer>>,
         templates: Vec<Template>,
         opaque: Vec<Arc<Issuer>>,
+        labels: Box<[Box<str>]>,
     ) -> Self {
         Self {
             fixed: fixed.into(),
             templates: templates.into(),
             opaque: opaque.into(),
+            labels,
         }
+    }
+
+    /// The configured issuer (or template) of label `i`; `""` for none.
+    pub(crate) fn label(&self, i: u16) -> &str {
+        self.labels.get(usize::from(i)).map_or("", |l| l)
+    }
+
+    /// The label of the issuer that accepted `p` (0 when none is found).
+    pub(crate) fn label_of(&self, p: &Principal) -> u16 {
+        self.of(p).map_or(0, |i| i.label)
     }
 
     /// The issuer whose keys must have signed `jws`, chosen by its
@@ -468,6 +486,22 @@ impl Issuers {
             all.extend(made);
         }
         all
+    }
+
+    /// The key health of each configured issuer (by its `iss`), and of
+    /// each template's shared key set (by the template), in the order
+    /// configured; not the tenants templates made.
+    pub(crate) fn configured_health(&self) -> Vec<(String, KeyHealth)> {
+        let fixed = self.fixed.iter().map(|i| {
+            let iss = i.rules.iss.as_deref().unwrap_or_default().to_owned();
+            (iss, i.keys.health().borrow().clone())
+        });
+        let templates = self.templates.iter().filter_map(|t| {
+            let keys = t.shared_keys.as_ref()?;
+            let pattern = format!("{}{TENANT}{}", t.prefix, t.suffix);
+            Some((pattern, keys.health().borrow().clone()))
+        });
+        fixed.chain(templates).collect()
     }
 
     /// The health of every known issuer.

@@ -22,7 +22,9 @@ use crate::auth::{BearerAuthLayer, Quick, Shared};
 use crate::error::{AuthError, Protocol};
 use crate::jwt::claims::Principal;
 use crate::sender::{DPOP_NONCE, Scheme};
+use crate::telemetry::{self, Path, Reason, Tally, Watch};
 use crate::token;
+use tracing::Instrument as _;
 
 impl<S, M> Layer<S> for BearerAuthLayer<M> {
     type Service = BearerAuth<S>;
@@ -72,38 +74,46 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
+        let mut watch = Watch::start(shared.timed());
         // Only a refusal needs the protocol: work it out then.
-        let refuse = |e: &AuthError, req: &Request<ReqBody>| {
-            ResponseFuture::refused(shared, e, Protocol::of(req.headers()))
+        let refuse = |e: &AuthError, req: &Request<ReqBody>, watch: &mut Watch| {
+            ResponseFuture::refused_with(shared.refusal(watch, e, Protocol::of(req.headers())))
         };
         let dpop = shared.binding.accepts_dpop();
         let (scheme, raw) =
             match token::locate(req.headers(), shared.config.cookie.as_deref(), dpop) {
                 Ok(Some(found)) => found,
                 Ok(None) if self.optional => return ResponseFuture::inner(self.inner.call(req)),
-                Ok(None) => return refuse(&AuthError::MissingToken, &req),
-                Err(e) => return refuse(&e, &req),
+                Ok(None) => return refuse(&AuthError::MissingToken, &req, &mut watch),
+                Err(e) => return refuse(&e, &req, &mut watch),
             };
         // A repeated token is found by its bytes as sent; only a new one is
         // checked for syntax and verified.
-        let outcome = match shared.validate_cached(raw) {
+        let outcome = match shared.validate_cached(raw, &mut watch.seen) {
             Some(outcome) => outcome,
             None => match token::check(raw) {
                 Err(e) => Err(e),
-                Ok(token) => match shared.validate_uncached(token) {
+                Ok(token) => match shared.validate_uncached(token, &mut watch.seen) {
                     Quick::Done(outcome) => outcome,
                     Quick::Pending(pending) => {
                         // The wait resumes from what this pass learned.
                         let token: Arc<str> = Arc::from(token);
                         let task = shared.clone();
                         let held = token.clone();
-                        let check: Validation =
-                            Box::pin(async move { task.resume(&held, pending).await });
+                        let check: Validation = Box::pin(
+                            async move { task.resume(&held, pending).await }
+                                .instrument(watch.span.clone()),
+                        );
                         // Keep the instance that poll_ready drove to readiness.
                         let clone = self.inner.clone();
                         let inner = mem::replace(&mut self.inner, clone);
-                        let mut future =
-                            ResponseFuture::validating(check, inner, req, shared.clone());
+                        let mut future = ResponseFuture::validating(
+                            check,
+                            inner,
+                            req,
+                            shared.clone(),
+                            Some(watch),
+                        );
                         future.bind_to(scheme, token);
                         return future;
                     }
@@ -116,10 +126,11 @@ where
         });
         match outcome {
             Ok((principal, nonce)) => {
+                let tally = shared.observe(&mut watch, Ok(&principal));
                 req.extensions_mut().insert(principal);
-                ResponseFuture::inner_with_nonce(self.inner.call(req), nonce)
+                ResponseFuture::accepted(self.inner.call(req), nonce, tally)
             }
-            Err(e) => refuse(&e, &req),
+            Err(e) => refuse(&e, &req, &mut watch),
         }
     }
 }
@@ -143,8 +154,8 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Inner { #[pin] fut: S::Future, nonce: Option<HeaderValue> },
-        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol, binding: Option<(Scheme, Arc<str>)> },
+        Inner { #[pin] fut: S::Future, nonce: Option<HeaderValue>, tally: Tally },
+        Validating { check: Validation, pending: Option<(S, Request<B>)>, shared: Arc<Shared>, protocol: Protocol, binding: Option<(Scheme, Arc<str>)>, watch: Option<Watch> },
         Refused { response: Option<Response<Bytes>> },
     }
 }
@@ -154,23 +165,28 @@ where
     S: Service<Request<B>>,
 {
     pub(crate) fn inner(fut: S::Future) -> Self {
-        Self::inner_with_nonce(fut, None)
+        Self::accepted(fut, None, Tally::default())
     }
 
-    /// The inner service's answer, with a `DPoP-Nonce` header when given.
-    fn inner_with_nonce(fut: S::Future, nonce: Option<HeaderValue>) -> Self {
+    /// The inner service's answer to an accepted request, with a
+    /// `DPoP-Nonce` header when given; counted with `tally` once it comes.
+    fn accepted(fut: S::Future, nonce: Option<HeaderValue>, tally: Tally) -> Self {
         Self {
-            state: State::Inner { fut, nonce },
+            state: State::Inner { fut, nonce, tally },
         }
     }
 
     /// Waits for `check`, then calls `inner` with the principal it yields
-    /// in the request's extensions, or answers its error.
+    /// in the request's extensions, or answers its error. With a `watch`,
+    /// the validation the layer began, observed once it ends; without,
+    /// a route layer's check (`require_active`, at the introspection
+    /// endpoint), whose refusal the layer around counts.
     pub(crate) fn validating(
         check: Validation,
         inner: S,
         req: Request<B>,
         shared: Arc<Shared>,
+        watch: Option<Watch>,
     ) -> Self {
         let protocol = Protocol::of(req.headers());
         Self {
@@ -180,6 +196,7 @@ where
                 shared,
                 protocol,
                 binding: None,
+                watch,
             },
         }
     }
@@ -215,11 +232,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Inner { fut, nonce } => {
+                StateProj::Inner { fut, nonce, tally } => {
                     let mut res = ready!(fut.poll(cx))?.map(ResponseBody::inner);
                     if let Some(nonce) = nonce.take() {
                         res.headers_mut().insert(DPOP_NONCE, nonce);
                     }
+                    telemetry::settle(tally, &mut res);
                     return Poll::Ready(Ok(res));
                 }
                 StateProj::Refused { response } => {
@@ -234,6 +252,7 @@ where
                     shared,
                     protocol,
                     binding,
+                    watch,
                 } => {
                     let outcome = ready!(check.as_mut().poll(cx));
                     let (mut inner, mut req) = pending
@@ -247,17 +266,30 @@ where
                         }
                         None => Ok((p, None)),
                     });
-                    match outcome {
-                        Ok((principal, nonce)) => {
+                    match (outcome, watch) {
+                        (Ok((principal, nonce)), watch) => {
+                            let tally = match watch {
+                                Some(watch) => shared.observe(watch, Ok(&principal)),
+                                None => Tally::default(),
+                            };
                             req.extensions_mut().insert(principal);
                             State::Inner {
                                 fut: inner.call(req),
                                 nonce,
+                                tally,
                             }
                         }
-                        Err(e) => State::Refused {
-                            response: Some(shared.error_response(&e, *protocol)),
+                        (Err(e), Some(watch)) => State::Refused {
+                            response: Some(shared.refusal(watch, &e, *protocol)),
                         },
+                        (Err(e), None) => {
+                            let mut response = shared.error_response(&e, *protocol);
+                            let reason = Reason::of(&e, Some(Path::Introspected));
+                            telemetry::mark(&mut response, reason, false);
+                            State::Refused {
+                                response: Some(response),
+                            }
+                        }
                     }
                 }
             };

@@ -65,8 +65,10 @@ mod layer;
 mod metadata;
 mod mtls;
 mod policy;
+mod readiness;
 mod revocation;
 mod sender;
+mod telemetry;
 mod token;
 
 #[cfg(feature = "axum")]
@@ -110,6 +112,7 @@ pub use policy::{
     RequireActive, RequireActiveLayer, RequirePrincipal, RequirePrincipalLayer, RequireScopes,
     RequireScopesLayer,
 };
+pub use readiness::Readiness;
 pub use revocation::{RevocationCheck, RevocationList, Revoke};
 pub use sender::{DEFAULT_DPOP_REPLAY_ENTRIES, DEFAULT_DPOP_WINDOW, Dpop, MAX_DPOP_WINDOW};
 

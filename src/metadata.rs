@@ -368,13 +368,10 @@ impl ResourceMetadata {
     }
 
     fn answer(&self, method: &Method) -> Response<String> {
-        let mut res = Response::new(String::new());
-        if method != Method::GET && method != Method::HEAD {
-            *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            res.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return res;
+        if let Some(refused) = refuse_unless_get(method) {
+            return refused;
         }
+        let mut res = Response::new(String::new());
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -389,6 +386,18 @@ impl ResourceMetadata {
         *res.body_mut() = self.doc.body.to_string();
         res
     }
+}
+
+/// 405 with `Allow: GET, HEAD` for any other method than those two.
+pub(crate) fn refuse_unless_get(method: &Method) -> Option<Response<String>> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut res = Response::new(String::new());
+    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(res)
 }
 
 impl<B> Service<Request<B>> for ResourceMetadata {

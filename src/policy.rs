@@ -126,7 +126,7 @@ where
         // Keep the instance that poll_ready drove to readiness.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::validating(check, inner, req, shared.clone())
+        ResponseFuture::validating(check, inner, req, shared.clone(), None)
     }
 }
 

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument as _;
 use url::Url;
 
 use super::set::KeySet;
@@ -40,6 +41,7 @@ use crate::alg::Algorithm;
 use crate::clock::Clock;
 use crate::config::Limits;
 use crate::fetch::{FetchError, Fetched, Fetcher, Validators, loggable};
+use crate::telemetry::{FetchResult, KeyObserver, KeyReading};
 
 /// Where keys come from.
 pub(crate) enum Source {
@@ -105,6 +107,15 @@ pub struct KeyHealth {
 }
 
 impl KeyHealth {
+    /// What the key metrics' gauges show of it.
+    fn reading(&self) -> KeyReading {
+        KeyReading {
+            keys: self.key_count,
+            last_success: self.last_success,
+            expires_at: self.expires_at,
+        }
+    }
+
     /// Whether tokens signed with the issuer's keys can be checked now.
     pub fn is_ready(&self, now: SystemTime) -> bool {
         self.key_count > 0 && self.usable_until.is_none_or(|t| now < t)
@@ -173,6 +184,8 @@ pub(crate) struct KeyStore {
     /// fixed URL and never delegates, so a delegate has no delegate of its
     /// own and one issuer's discovery never changes another's keys.
     delegate: ArcSwapOption<KeyStore>,
+    /// Where its fetches are reported (metrics).
+    observer: KeyObserver,
     /// Whether `delegate` is set: read first, so that a store that does
     /// not delegate pays one plain load for the indirection.
     delegated: AtomicBool,
@@ -323,7 +336,15 @@ impl KeyStore {
             delegate: ArcSwapOption::empty(),
             delegated: AtomicBool::new(false),
             budget,
+            observer: KeyObserver::default(),
         })
+    }
+
+    /// Reports fetches to the key metrics `m` from now on (unless another
+    /// issuer's came first).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn observe_with(&self, m: Arc<crate::telemetry::metrics::KeyMetrics>) {
+        self.observer.attach(m, self.health.borrow().reading());
     }
 
     /// The store this one delegates to, once discovery found it.
@@ -415,9 +436,12 @@ impl KeyStore {
         self.health.subscribe()
     }
 
-    /// Updates the health, and that of every store delegating here.
-    fn update_health(&self, f: impl FnOnce(&mut KeyHealth)) {
+    /// Updates the health after a fetch that came to `result`, and that
+    /// of every store delegating here; each reports the fetch.
+    fn update_health(&self, result: FetchResult, f: impl FnOnce(&mut KeyHealth)) {
         self.health.send_modify(f);
+        self.observer
+            .fetched(result, self.health.borrow().reading());
         let mut followers = self
             .followers
             .lock()
@@ -428,6 +452,7 @@ impl KeyStore {
         let health = self.health.borrow().clone();
         followers.retain(|follower| match follower.upgrade() {
             Some(f) if f.delegates_to(self) => {
+                f.observer.fetched(result, health.reading());
                 f.health.send_replace(health.clone());
                 true
             }
@@ -566,7 +591,11 @@ impl KeyStore {
                 secrets,
             } => {
                 let started = Instant::now();
-                let result = self.fetch_set(fetcher, uri, secrets, state).await;
+                let span = tracing::debug_span!("tower_bearer.key_fetch", url = loggable(uri));
+                let result = self
+                    .fetch_set(fetcher, uri, secrets, state)
+                    .instrument(span)
+                    .await;
                 self.loaded(uri, result, started, state, now).map(|()| None)
             }
             Remote::Discovery {
@@ -671,7 +700,12 @@ impl KeyStore {
                     "JWK set fetched"
                 );
                 let usable_until = now + ttl + p.max_stale;
-                self.update_health(|h| {
+                let result = if status == 200 {
+                    FetchResult::Updated
+                } else {
+                    FetchResult::NotModified
+                };
+                self.update_health(result, |h| {
                     h.key_count = set.len();
                     h.skipped_keys = skipped.unwrap_or(h.skipped_keys);
                     h.kids = set.kids().map(str::to_owned).collect();
@@ -711,7 +745,7 @@ impl KeyStore {
                 // kids then fail fast instead of queueing for another try.
                 state.last_triggered = Some(now);
                 let retry = old.is_some().then(|| now + backoff);
-                self.update_health(|h| {
+                self.update_health(FetchResult::Error, |h| {
                     h.last_error = Some((now, e.clone()));
                     h.consecutive_failures = failures;
                     h.next_refresh = retry.or(h.next_refresh);
@@ -780,10 +814,15 @@ impl KeyStore {
             return Ok(uri.clone());
         }
         let expected = self.issuer.as_deref().unwrap_or(issuer.as_str());
-        let found = fetcher.discover(issuer, expected).await.and_then(|meta| {
-            meta.jwks_uri
-                .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))
-        });
+        let span = tracing::debug_span!("tower_bearer.discovery", issuer = loggable(issuer));
+        let found = fetcher
+            .discover(issuer, expected)
+            .instrument(span)
+            .await
+            .and_then(|meta| {
+                meta.jwks_uri
+                    .ok_or_else(|| FetchError::InvalidDocument("no jwks_uri".into()))
+            });
         let (result, next) = match (found, &state.discovered) {
             (Ok(uri), _) => {
                 state.discovered = Some((uri.clone(), now));
@@ -809,6 +848,8 @@ impl KeyStore {
                     h.last_error = Some((now, e.clone()));
                     h.consecutive_failures = h.consecutive_failures.saturating_add(1);
                 });
+                self.observer
+                    .fetched(FetchResult::Error, self.health.borrow().reading());
                 return Err(e);
             }
         };
