@@ -575,3 +575,23 @@ async fn a_well_formed_set_without_usable_keys_replaces_the_old_one_in_the_backg
         );
     }
 }
+
+/// A request that waits for the keys while `prefetch_keys` discovers them
+/// (the example server prefetches in the background) must get them, not
+/// a 503: the discovering store delegated while the request waited, and
+/// the delegate had not loaded its set yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_racing_a_prefetch_gets_the_keys() {
+    let idp = TestIssuer::start().await.unwrap();
+    let token = idp.token().sign();
+    for round in 0..50 {
+        let auth = common::validator(&idp);
+        let prefetch = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.prefetch_keys().await }
+        });
+        let verdict = auth.validate(&token).await;
+        prefetch.await.unwrap().unwrap();
+        assert!(verdict.is_ok(), "round {round}: {verdict:?}");
+    }
+}

@@ -479,9 +479,14 @@ impl KeyStore {
     async fn refresh_own(&self, seen: u64) -> Refresh {
         let mut state = self.refresh.lock().await;
         if self.delegated.load(Ordering::Acquire) {
-            // Discovery delegated while this call waited for the lock: the
-            // caller's next snapshot is the delegate's.
-            return Refresh::Updated;
+            // Discovery delegated while this call waited for the lock (a
+            // prefetch, say): the caller's next snapshot is the delegate's,
+            // which may not have loaded its set yet.
+            drop(state);
+            return match self.delegate() {
+                Some(owner) => owner.refresh_unless_loaded().await,
+                None => Refresh::Updated,
+            };
         }
         if self.generation.load(Ordering::Acquire) != seen {
             return Refresh::Updated;
