@@ -595,3 +595,21 @@ async fn a_request_racing_a_prefetch_gets_the_keys() {
         assert!(verdict.is_ok(), "round {round}: {verdict:?}");
     }
 }
+
+/// The same race fetches the set once, whichever of the two goes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetch_racing_a_request_fetches_the_set_once() {
+    let idp = TestIssuer::start().await.unwrap();
+    let token = idp.token().sign();
+    for round in 0..50 {
+        let before = idp.jwks_fetches();
+        let auth = common::validator(&idp);
+        let prefetch = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.prefetch_keys().await }
+        });
+        auth.validate(&token).await.unwrap();
+        prefetch.await.unwrap().unwrap();
+        assert_eq!(idp.jwks_fetches() - before, 1, "round {round}");
+    }
+}

@@ -559,13 +559,22 @@ impl KeyStore {
         Box::pin(self.refresh_own(seen)).await
     }
 
-    /// Fetches the key set now, regardless of cooldowns; returns how many
-    /// usable keys the issuer publishes (configured secrets not counted).
+    /// Fetches the key set now, regardless of cooldowns, unless a request
+    /// loaded it while this call waited; returns how many usable keys the
+    /// issuer publishes (configured secrets not counted).
     pub(crate) async fn prefetch(&self) -> Result<usize, FetchError> {
+        let before = self.generation.load(Ordering::Acquire);
         let owner = match &self.remote {
             Some(remote) => {
                 let mut state = self.refresh.lock().await;
-                self.fetch(remote, &mut state, self.clock.now()).await?
+                let loaded_meanwhile = matches!(remote, Remote::Jwks { .. })
+                    && self.generation.load(Ordering::Acquire) != before;
+                if loaded_meanwhile {
+                    // A request loaded the set while this call waited.
+                    None
+                } else {
+                    self.fetch(remote, &mut state, self.clock.now()).await?
+                }
             }
             None => None,
         };
