@@ -19,9 +19,12 @@
 //! | `DPOP_NONCE` | `1`: DPoP server nonces on (a random secret per process) |
 //! | `CLIENT_CERT_HEADER` | optional header carrying the client certificate as URL-encoded PEM, from a TLS-terminating proxy, for certificate-bound tokens |
 //! | `RESOURCE` | optional RFC 9728 resource identifier (`https://api.example.com`): serves `/.well-known/oauth-protected-resource` (with the identifier's path, if any, after it), and every 401 names it in `resource_metadata` |
+//! | `METRICS` | `1`: the validator's metrics in the Prometheus text format at `GET /metrics` (open) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
-//! Routes: `GET /healthz` (open), `GET /me` (any valid token),
+//! Routes: `GET /healthz` (open, liveness), `GET /readyz` (open,
+//! readiness: 200 while every issuer has usable keys, else 503 with the
+//! reason), `GET /me` (any valid token),
 //! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
 //! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`),
 //! `GET /sensitive` (`acr` `phr` and `auth_time` within 600 s, RFC 9470),
@@ -31,6 +34,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -61,6 +65,21 @@ async fn run() -> Result<(), String> {
     let listen = var("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
     let tenants = var("TENANTS");
     let roles = var("ROLES_CLAIM").unwrap_or_else(|| "roles".into());
+    // Installed before build(), which resolves the validator's metrics
+    // from the recorder in effect.
+    let prometheus = match var("METRICS").as_deref() {
+        None | Some("0") => None,
+        Some("1") => Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ])
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?,
+        ),
+        Some(_) => return Err("METRICS is 1 or unset".into()),
+    };
     let mut builder = BearerAuthLayer::builder()
         .audience(audience)
         .role_claims([ClaimPath::parse(&roles)]);
@@ -135,6 +154,16 @@ async fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
 
     let metadata = auth.resource_metadata();
+    let readiness = auth.readiness();
+    // Fetch the keys now rather than on the first request, so that the
+    // readiness probe can pass before traffic comes; a failure is logged
+    // and retried on demand.
+    let prefetch = auth.clone();
+    tokio::spawn(async move {
+        if let Err(e) = prefetch.prefetch_keys().await {
+            tracing::warn!(error = %e, "prefetching the issuers' keys failed");
+        }
+    });
     let mut app = Router::new()
         .route("/me", get(me))
         .route(
@@ -162,7 +191,15 @@ async fn run() -> Result<(), String> {
             )),
         )
         .layer(auth)
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route_service("/readyz", readiness);
+    if let Some(prometheus) = prometheus {
+        let render = move || {
+            let text = prometheus.render();
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        };
+        app = app.route("/metrics", get(render));
+    }
     if let Some(metadata) = metadata {
         // After the layer: the document is for clients without a token.
         app = app.route_service(metadata.path(), metadata.clone());

@@ -436,6 +436,87 @@ async fn resource_server_serves_its_metadata_and_names_it_in_challenges() {
 }
 
 #[tokio::test]
+async fn resource_server_serves_metrics_and_readiness() {
+    let idp = TestIssuer::builder()
+        .audience("documents-api")
+        .start()
+        .await
+        .unwrap();
+    let server = resource_server(&[
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", "documents-api"),
+        ("METRICS", "1"),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", server.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    let token = idp.token().sign();
+    assert_eq!(get("/me", Some(&token)).await.status(), 200);
+    assert_eq!(get("/me", None).await.status(), 401);
+
+    // Open routes, as a probe and a scraper reach them.
+    let res = get("/readyz", None).await;
+    assert_eq!(res.status(), 200);
+    let ready: Value = res.json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["issuers"][0]["issuer"], idp.issuer());
+
+    let res = get("/metrics", None).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = res.text().await.unwrap();
+    let line = |series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let iss = idp.issuer();
+    assert_eq!(
+        line(&format!(
+            "tower_bearer_requests_total{{outcome=\"accepted\",reason=\"ok\",issuer=\"{iss}\"}}"
+        )),
+        "1"
+    );
+    assert_eq!(
+        line(
+            "tower_bearer_requests_total{outcome=\"refused\",reason=\"missing_token\",issuer=\"\"}"
+        ),
+        "1"
+    );
+    assert_eq!(
+        line(&format!(
+            "tower_bearer_key_fetches_total{{issuer=\"{iss}\",result=\"updated\"}}"
+        )),
+        "1"
+    );
+    assert!(text.contains("tower_bearer_validation_duration_seconds_bucket{path=\"verified\""));
+
+    // Without METRICS no /metrics: an unknown path, behind the layer.
+    let plain = resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
+    let res = client
+        .get(format!("{}/metrics", plain.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
 async fn resource_server_refuses_to_start_without_issuer_or_audience() {
     for env in [
         &[("AUDIENCE", "a")][..],
