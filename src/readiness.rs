@@ -94,7 +94,7 @@ fn issuer_state(issuer: &str, health: &KeyHealth, now: SystemTime) -> Value {
         } else if health.key_count == 0 {
             "the key set holds no usable key"
         } else {
-            "the key set expired and could not be fetched again"
+            "the key set expired and no newer one was fetched"
         };
         state["reason"] = json!(reason);
     }
