@@ -67,6 +67,8 @@ fn main() {
             Case::ColdRoles,
             Case::DpopCold,
             Case::DpopCached,
+            Case::ColdMetrics,
+            Case::CachedMetrics,
         ]
         .into_iter()
         .find(|c| c.name() == name)
@@ -84,4 +86,9 @@ fn main() {
     let dpop_cold = per_request(&fx, Case::DpopCold, 200);
     let dpop_cached = per_request(&fx, Case::DpopCached, 200);
     println!("allocations per request, DPoP: cold {dpop_cold:.1}, token cached {dpop_cached:.1}");
+    let cold_metrics = per_request(&fx, Case::ColdMetrics, 200);
+    let cached_metrics = per_request(&fx, Case::CachedMetrics, 200);
+    println!(
+        "allocations per request, metrics on: cold {cold_metrics:.1}, cached {cached_metrics:.1}"
+    );
 }

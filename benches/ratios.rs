@@ -31,6 +31,8 @@ fn main() {
                 Case::ColdTenIssuers,
                 Case::CachedTenIssuers,
                 Case::ColdRoles,
+                Case::ColdMetrics,
+                Case::CachedMetrics,
             ])
             .chain(dpop)
             .map(|&c| (c, 1))
@@ -75,6 +77,12 @@ fn main() {
             (Case::Cold, 1),
         );
         ratio("cold-roles/cold", (Case::ColdRoles, 1), (Case::Cold, 1));
+        ratio("cold-metrics/cold", (Case::ColdMetrics, 1), (Case::Cold, 1));
+        ratio(
+            "cached-metrics/cached",
+            (Case::CachedMetrics, 1),
+            (Case::Cached, 1),
+        );
         ratio(
             "hostile-header/plain",
             (Case::HostileHeader, 1),

@@ -260,12 +260,18 @@ impl<M> BearerAuthLayer<M> {
     /// key or certificate is a question of the request, which
     /// [`validate_request`](Self::validate_request) answers.
     pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        let p = self.shared.validate(token).await?;
-        match p.confirmation() {
-            None => Ok(p),
-            Some(c) if c.jkt.is_some() => Err(AuthError::InvalidToken(TokenError::DpopBound)),
-            Some(_) => Err(AuthError::InvalidToken(TokenError::CertificateMismatch)),
-        }
+        let shared = &self.shared;
+        let mut watch = Watch::start(shared.timed());
+        let verdict = shared
+            .run(token, &mut watch)
+            .await
+            .and_then(|p| match p.confirmation() {
+                None => Ok(p),
+                Some(c) if c.jkt.is_some() => Err(AuthError::InvalidToken(TokenError::DpopBound)),
+                Some(_) => Err(AuthError::InvalidToken(TokenError::CertificateMismatch)),
+            });
+        shared.finish_observed(&mut watch, verdict.as_ref());
+        verdict
     }
 
     /// Validates a request's credentials as the layer does: the token of
@@ -279,12 +285,19 @@ impl<M> BearerAuthLayer<M> {
         req: &http::Request<B>,
     ) -> Result<Principal, AuthError> {
         let shared = &self.shared;
-        let dpop = shared.binding.accepts_dpop();
-        let (scheme, raw) = token::locate(req.headers(), shared.config.cookie.as_deref(), dpop)?
-            .ok_or(AuthError::MissingToken)?;
-        let p = shared.validate(token::check(raw)?).await?;
-        shared.check_binding(&p, scheme, raw, req)?;
-        Ok(p)
+        let mut watch = Watch::start(shared.timed());
+        let verdict = async {
+            let dpop = shared.binding.accepts_dpop();
+            let (scheme, raw) =
+                token::locate(req.headers(), shared.config.cookie.as_deref(), dpop)?
+                    .ok_or(AuthError::MissingToken)?;
+            let p = shared.run(token::check(raw)?, &mut watch).await?;
+            shared.check_binding(&p, scheme, raw, req)?;
+            Ok(p)
+        }
+        .await;
+        shared.finish_observed(&mut watch, verdict.as_ref());
+        verdict
     }
 
     /// Reads a raw introspection answer as the introspection client does.
@@ -375,6 +388,7 @@ impl Shared {
     /// After a cache miss: validates with the keys at hand, without
     /// waiting, or says what to wait for.
     pub(crate) fn validate_uncached(&self, token: &str, seen: &mut Seen) -> Quick {
+        seen.missed();
         if token.len() > self.config.limits.max_token_bytes {
             return Quick::Done(Err(self.refuse(TokenError::TooLarge)));
         }
@@ -475,11 +489,11 @@ impl Shared {
         verdict
     }
 
-    /// The whole pipeline, for [`BearerAuthLayer::validate`]: each stage
-    /// once, observed as the layer's requests are.
-    pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        let mut watch = Watch::start(self.timed());
-        let verdict = match self.validate_cached(token.as_bytes(), &mut watch.seen) {
+    /// The whole pipeline, each stage once, for the public `validate`
+    /// and `validate_request`, which observe its verdict with
+    /// [`finish_observed`](Self::finish_observed).
+    async fn run(&self, token: &str, watch: &mut Watch) -> Result<Principal, AuthError> {
+        match self.validate_cached(token.as_bytes(), &mut watch.seen) {
             Some(verdict) => verdict,
             None => match self.validate_uncached(token, &mut watch.seen) {
                 Quick::Done(verdict) => verdict,
@@ -488,10 +502,12 @@ impl Shared {
                     self.resume(token, pending).instrument(span).await
                 }
             },
-        };
-        let tally = self.observe(&mut watch, verdict.as_ref());
-        telemetry::settle_now(tally);
-        verdict
+        }
+    }
+
+    /// Observes a verdict no route follows, and counts it at once.
+    fn finish_observed(&self, watch: &mut Watch, verdict: Result<&Principal, &AuthError>) {
+        telemetry::settle_now(self.observe(watch, verdict));
     }
 
     /// The end of one validation: its span's fields, its metrics. For an
@@ -529,8 +545,8 @@ impl Shared {
                     Reason::of(e, watch.seen.path)
                 }
             };
-            let Seen { path, issuer } = watch.seen;
-            m.observe(path, issuer, reason, watch.started);
+            let Seen { path, issuer, .. } = watch.seen;
+            m.observe(path, issuer, reason, watch.seen.started());
             verdict.is_ok().then(|| m.issuer(issuer).clone())
         }
     }

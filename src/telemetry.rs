@@ -230,33 +230,90 @@ impl KeyObserver {
 }
 
 /// What one validation learned on its way, for its span and metrics: the
-/// path it took and the configured issuer (by index, 0 for none) whose
-/// rules judged the token.
+/// path it took, the configured issuer (by index, 0 for none) whose rules
+/// judged the token, and (metrics on) when its timed part began.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Seen {
     pub(crate) path: Option<Path>,
     pub(crate) issuer: u16,
+    #[cfg(feature = "metrics")]
+    timer: Timer,
 }
 
-/// One validation under way: its span, what it has learned, and (with
-/// the `metrics` feature) when it started.
+/// One cache hit in this many is timed: two clock reads and a histogram
+/// sample cost a third of a hit, and a sample of hits shows their
+/// distribution as well as all of them would.
+#[cfg(feature = "metrics")]
+pub(crate) const TIMED_HITS: u32 = 16;
+
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy, Debug, Default)]
+struct Timer {
+    /// Metrics are on.
+    on: bool,
+    started: Option<std::time::Instant>,
+}
+
+impl Seen {
+    /// A validation starting now; `timed` when metrics are on. It is
+    /// timed from now if it is the hit in [`TIMED_HITS`] of this thread.
+    pub(crate) fn start(timed: bool) -> Self {
+        #[cfg(feature = "metrics")]
+        return Self {
+            timer: Timer {
+                on: timed,
+                started: (timed && sampled()).then(std::time::Instant::now),
+            },
+            ..Self::default()
+        };
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = timed;
+            Self::default()
+        }
+    }
+
+    /// The token is not in the cache: with metrics on, every such
+    /// validation is timed, from here.
+    pub(crate) fn missed(&mut self) {
+        #[cfg(feature = "metrics")]
+        if self.timer.on {
+            self.timer.started = Some(std::time::Instant::now());
+        }
+    }
+
+    /// When its timed part began, if it is timed.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn started(&self) -> Option<std::time::Instant> {
+        self.timer.started
+    }
+}
+
+/// Whether this validation is the one in [`TIMED_HITS`] of its thread.
+#[cfg(feature = "metrics")]
+fn sampled() -> bool {
+    thread_local! {
+        static COUNT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    COUNT.with(|c| {
+        let n = c.get().wrapping_add(1);
+        c.set(n);
+        n % TIMED_HITS == 0
+    })
+}
+
+/// One validation under way: its span, and what it has learned.
 pub(crate) struct Watch {
     pub(crate) span: tracing::Span,
     pub(crate) seen: Seen,
-    #[cfg(feature = "metrics")]
-    pub(crate) started: Option<std::time::Instant>,
 }
 
 impl Watch {
     /// A validation starting now; `timed` when metrics are on.
     pub(crate) fn start(timed: bool) -> Self {
-        #[cfg(not(feature = "metrics"))]
-        let _ = timed;
         Self {
             span: validation_span(),
-            seen: Seen::default(),
-            #[cfg(feature = "metrics")]
-            started: timed.then(std::time::Instant::now),
+            seen: Seen::start(timed),
         }
     }
 }

@@ -173,12 +173,13 @@ async fn a_scripted_sequence_moves_each_counter_exactly_as_expected() {
             > now.as_secs_f64()
     );
 
-    assert_eq!(
-        common::send(&app, get("/me", Some(&valid))).await.status,
-        200
-    );
-    let r = meter.step("the same token: a cache hit", &[(&accepted, 1), (HITS, 1)]);
-    assert_eq!(r.histograms.get(&path("cached")), Some(&1));
+    // Hits are timed one in 16 (per thread): of 32 in a row, exactly two.
+    for _ in 0..32 {
+        let status = common::send(&app, get("/me", Some(&valid))).await.status;
+        assert_eq!(status, 200);
+    }
+    let r = meter.step("the same token: cache hits", &[(&accepted, 32), (HITS, 32)]);
+    assert_eq!(r.histograms.get(&path("cached")), Some(&2));
     assert_eq!(r.histograms.get(&path("verified")), Some(&0));
 
     let expired = idp.token().expires_in(-120).sign();
@@ -539,9 +540,9 @@ async fn the_prometheus_text_parses_with_the_prometheus_client_parser() {
         .iter()
         .find(|s| {
             s["name"] == "tower_bearer_validation_duration_seconds_count"
-                && s["labels"]["path"] == "cached"
+                && s["labels"]["path"] == "verified"
         })
         .map(|s| s["value"].as_f64().unwrap());
-    assert_eq!(count, Some(2.0));
+    assert_eq!(count, Some(1.0));
     assert_eq!(family("tower_bearer_keys")["type"], "gauge");
 }

@@ -51,6 +51,12 @@ pub struct Fixture {
     cached_ten: BearerAuthLayer,
     /// `cold` reading Keycloak's realm and client roles.
     cold_roles: BearerAuthLayer,
+    /// `cold` and `cached` with metrics on, into a Prometheus recorder
+    /// (the others have them off).
+    #[cfg(feature = "metrics")]
+    cold_metrics: BearerAuthLayer,
+    #[cfg(feature = "metrics")]
+    cached_metrics: BearerAuthLayer,
     /// `Authorization` values of the two header-cost tokens: the costliest
     /// header within the limits, and a plain one of the same size.
     hostile_header: HeaderValue,
@@ -77,16 +83,43 @@ pub struct Fixture {
     next: AtomicUsize,
 }
 
+/// Metrics off, where the feature is compiled in: the baseline every
+/// case but the `*Metrics` ones measures.
+fn metrics_off(b: tower_bearer::Builder) -> tower_bearer::Builder {
+    #[cfg(feature = "metrics")]
+    return b.metrics(false);
+    #[cfg(not(feature = "metrics"))]
+    b
+}
+
 impl Fixture {
     pub fn new(rt: &tokio::runtime::Runtime, alg: Algorithm) -> Self {
         let idp = rt
             .block_on(TestIssuer::builder().algorithm(alg).start())
             .unwrap();
         let builder = || {
-            BearerAuthLayer::builder()
-                .issuer(idp.issuer())
-                .audience(idp.audience())
-                .jwks_json(idp.jwks_json())
+            metrics_off(
+                BearerAuthLayer::builder()
+                    .issuer(idp.issuer())
+                    .audience(idp.audience())
+                    .jwks_json(idp.jwks_json()),
+            )
+        };
+        // Metrics on, their handles resolved from a Prometheus recorder as
+        // an exporter's would be.
+        #[cfg(feature = "metrics")]
+        let (cold_metrics, cached_metrics) = {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[0.000_01, 0.000_1, 0.001, 0.01, 0.1])
+                .unwrap()
+                .build_recorder();
+            let build = |b: tower_bearer::Builder| {
+                metrics::with_local_recorder(&recorder, || b.metrics(true).build().unwrap())
+            };
+            (
+                build(builder().token_cache(1, Duration::from_secs(300))),
+                build(builder()),
+            )
         };
         let cold = builder()
             .token_cache(1, Duration::from_secs(300))
@@ -98,7 +131,7 @@ impl Fixture {
         let ten = || {
             (0..9)
                 .fold(
-                    BearerAuthLayer::builder().audience(idp.audience()),
+                    metrics_off(BearerAuthLayer::builder().audience(idp.audience())),
                     |b, i| {
                         b.trusted_issuer(
                             TrustedIssuer::new(format!("https://idp-{i}.example.com"))
@@ -148,6 +181,8 @@ impl Fixture {
         for token in &pool {
             rt.block_on(cached.validate(token)).unwrap();
             rt.block_on(cached_ten.validate(token)).unwrap();
+            #[cfg(feature = "metrics")]
+            rt.block_on(cached_metrics.validate(token)).unwrap();
         }
         // `validate` refuses a bound token (its proof is the request's),
         // having verified and cached it.
@@ -175,6 +210,10 @@ impl Fixture {
             cold_ten,
             cached_ten,
             cold_roles,
+            #[cfg(feature = "metrics")]
+            cold_metrics,
+            #[cfg(feature = "metrics")]
+            cached_metrics,
             hostile_header: bearer(&hostile),
             plain_header: bearer(&plain),
             unknown_kid,
@@ -524,6 +563,10 @@ pub enum Case {
     DpopCold,
     /// `Cached` with a DPoP-bound token and a fresh ES256 proof.
     DpopCached,
+    /// `Cold` with metrics on, into a Prometheus recorder.
+    ColdMetrics,
+    /// `Cached` with metrics on, into a Prometheus recorder.
+    CachedMetrics,
 }
 
 /// The cases also measured on two threads.
@@ -562,6 +605,8 @@ impl Case {
             Case::ProofFloor => "proof-floor",
             Case::DpopCold => "dpop-cold",
             Case::DpopCached => "dpop-cached",
+            Case::ColdMetrics => "cold-metrics",
+            Case::CachedMetrics => "cached-metrics",
         }
     }
 }
@@ -600,6 +645,14 @@ impl Fixture {
             Case::ColdTenIssuers => &self.cold_ten,
             Case::CachedTenIssuers => &self.cached_ten,
             Case::ColdRoles => &self.cold_roles,
+            #[cfg(feature = "metrics")]
+            Case::ColdMetrics => &self.cold_metrics,
+            #[cfg(feature = "metrics")]
+            Case::CachedMetrics => &self.cached_metrics,
+            #[cfg(not(feature = "metrics"))]
+            Case::ColdMetrics | Case::CachedMetrics => {
+                unreachable!("the metrics cases need the metrics feature")
+            }
             Case::HostileHeader | Case::PlainHeader => &self.uncached,
             _ => &self.cached,
         };
@@ -620,9 +673,11 @@ impl Fixture {
                 .collect()
         };
         match case {
-            Case::Cold | Case::CachedPool | Case::ColdTenIssuers | Case::ColdRoles => {
-                self.fresh_requests(n)
-            }
+            Case::Cold
+            | Case::CachedPool
+            | Case::ColdTenIssuers
+            | Case::ColdRoles
+            | Case::ColdMetrics => self.fresh_requests(n),
             Case::HostileHeader => with(&self.hostile_header),
             Case::PlainHeader => with(&self.plain_header),
             Case::UnknownKid => with(&self.unknown_kid),
