@@ -42,6 +42,12 @@
 //!   without it.
 //! - `testing`: [`testing::TestIssuer`], a loopback authorization server
 //!   that mints tokens, for your own tests.
+//! - `metrics`: requests by outcome, reason and issuer, validation time,
+//!   caches, key fetches and introspection, through the `metrics` facade
+//!   (the README's "Operating it" lists them). Install your recorder
+//!   before [`Builder::build`].
+//! - `mcp`: nothing in the library; what `examples/mcp_server.rs` builds
+//!   on.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
