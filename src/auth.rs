@@ -535,7 +535,9 @@ impl Shared {
         }
         #[cfg(feature = "metrics")]
         {
-            let m = self.metrics.as_ref()?;
+            let Some(m) = &self.metrics else {
+                return Tally::default();
+            };
             let reason = match verdict {
                 Ok(_) => Reason::Ok,
                 Err(e) => {
@@ -547,8 +549,12 @@ impl Shared {
             };
             let Seen { path, issuer, .. } = watch.seen;
             m.observe(path, issuer, reason, watch.seen.started());
-            verdict.is_ok().then(|| m.issuer(issuer).clone())
+            Tally {
+                issuer: verdict.is_ok().then(|| m.issuer(issuer).clone()),
+            }
         }
+        #[cfg(not(feature = "metrics"))]
+        Tally::default()
     }
 
     /// Whether validations are timed: metrics are on.

@@ -321,11 +321,12 @@ impl Watch {
 /// An accepted token's count, held until the inner service has answered:
 /// a route layer may still refuse the request, and then the request is
 /// counted as that refusal instead. Nothing without the `metrics` feature.
-#[cfg(feature = "metrics")]
-pub(crate) type Tally = Option<std::sync::Arc<metrics::IssuerMetrics>>;
-/// An accepted token's count (nothing: the `metrics` feature is off).
-#[cfg(not(feature = "metrics"))]
-pub(crate) type Tally = ();
+#[derive(Default)]
+pub(crate) struct Tally {
+    /// The issuer's counters, for an accepted token with metrics on.
+    #[cfg(feature = "metrics")]
+    pub(crate) issuer: Option<std::sync::Arc<metrics::IssuerMetrics>>,
+}
 
 /// Marks a refusal's response with its reason; `counted` when a
 /// `BearerAuth` has counted it, so that no layer around counts it again.
@@ -349,7 +350,7 @@ pub(crate) fn mark<B>(res: &mut http::Response<B>, reason: Reason, counted: bool
 /// refusal, marked counted).
 pub(crate) fn settle<B>(tally: &mut Tally, res: &mut http::Response<B>) {
     #[cfg(feature = "metrics")]
-    if let Some(m) = tally.take() {
+    if let Some(m) = tally.issuer.take() {
         match res.extensions_mut().get_mut::<Decided>() {
             None => m.count(Reason::Ok),
             Some(d) if d.counted => {}
@@ -366,11 +367,11 @@ pub(crate) fn settle<B>(tally: &mut Tally, res: &mut http::Response<B>) {
 /// Counts an accepted token at once: no route follows.
 pub(crate) fn settle_now(tally: Tally) {
     #[cfg(feature = "metrics")]
-    if let Some(m) = tally {
+    if let Some(m) = tally.issuer {
         m.count(Reason::Ok);
     }
     #[cfg(not(feature = "metrics"))]
-    let () = tally;
+    let Tally {} = tally;
 }
 
 /// The span of one validation (`tower_bearer.validate`, at `debug`):
