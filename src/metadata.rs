@@ -5,15 +5,11 @@
 //! validator knows (issuers, DPoP, certificate binding), into a
 //! [`ResourceMetadata`], whose URL every challenge names.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Map, Value};
-use tower_service::Service;
 use url::Url;
 
 use crate::alg::Algorithm;
@@ -400,19 +396,31 @@ pub(crate) fn refuse_unless_get(method: &Method) -> Option<Response<String>> {
     Some(res)
 }
 
-impl<B> Service<Request<B>> for ResourceMetadata {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<String>, Infallible>>;
+/// The tower `Service` of a document service, whose
+/// `answer(&self, &Method) -> Response<String>` is ready at once.
+macro_rules! document_service {
+    ($service:ty) => {
+        impl<B> tower_service::Service<http::Request<B>> for $service {
+            type Response = http::Response<String>;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+            fn poll_ready(
+                &mut self,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.answer(req.method())))
-    }
+            fn call(&mut self, req: http::Request<B>) -> Self::Future {
+                std::future::ready(Ok(self.answer(req.method())))
+            }
+        }
+    };
 }
+pub(crate) use document_service;
+
+document_service!(ResourceMetadata);
 
 #[cfg(test)]
 mod tests {

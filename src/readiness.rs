@@ -7,18 +7,14 @@
 //! its tokens then get 503. A load balancer stops sending it requests; a
 //! restart would not help, so liveness should stay a plain `/healthz`.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tower_service::Service;
 
 use crate::jwks::KeyHealth;
-use crate::metadata::refuse_unless_get;
+use crate::metadata::{document_service, refuse_unless_get};
 
 /// A tower service for a readiness probe (Kubernetes' `readinessProbe`),
 /// from [`BearerAuthLayer::readiness`](crate::BearerAuthLayer::readiness).
@@ -101,18 +97,10 @@ fn issuer_state(issuer: &str, health: &KeyHealth, now: SystemTime) -> Value {
     state
 }
 
-impl<B> Service<Request<B>> for Readiness {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<String>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(refused) = refuse_unless_get(req.method()) {
-            return ready(Ok(refused));
+impl Readiness {
+    fn answer(&self, method: &Method) -> Response<String> {
+        if let Some(refused) = refuse_unless_get(method) {
+            return refused;
         }
         let (is_ready, body) = self.check();
         let mut res = Response::new(body.to_string());
@@ -125,6 +113,8 @@ impl<B> Service<Request<B>> for Readiness {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        ready(Ok(res))
+        res
     }
 }
+
+document_service!(Readiness);

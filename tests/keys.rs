@@ -183,12 +183,7 @@ async fn max_age_is_honoured_within_its_clamp() {
     ] {
         let (clock, idp) = common::issuer_on_a_manual_clock().await;
         idp.set_jwks_cache_control(cache_control);
-        let auth = BearerAuthLayer::builder()
-            .issuer(idp.issuer())
-            .audience(idp.audience())
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let auth = common::validator_on(&idp, &clock);
         assert_eq!(auth.prefetch_keys().await.unwrap(), 1);
         let t0 = tower_bearer::Clock::now(&clock);
         let h = auth.key_health();

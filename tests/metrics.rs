@@ -127,14 +127,7 @@ async fn a_scripted_sequence_moves_each_counter_exactly_as_expected() {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
     idp.set_jwks_etag(true);
     let recorder = DebuggingRecorder::new();
-    let auth = metrics::with_local_recorder(&recorder, || {
-        BearerAuthLayer::builder()
-            .issuer(idp.issuer())
-            .audience(idp.audience())
-            .clock(clock.clone())
-            .build()
-            .unwrap()
-    });
+    let auth = metrics::with_local_recorder(&recorder, || common::validator_on(&idp, &clock));
     let mut meter = Meter::new(&recorder);
     let app = app(&auth);
     let iss = idp.issuer().to_owned();

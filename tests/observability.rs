@@ -132,12 +132,7 @@ async fn the_subject_is_recorded_only_when_asked_for() {
 async fn readiness_follows_the_key_sets_of_the_configured_issuers() {
     use tower::ServiceExt as _;
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+    let auth = common::validator_on(&idp, &clock);
     let probe = |method: http::Method| {
         let readiness = auth.readiness();
         async move {

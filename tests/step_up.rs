@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use tower_bearer::{AuthError, BearerAuthLayer, ManualClock, StepUp, TokenError};
+use tower_bearer::{AuthError, BearerAuthLayer, StepUp, TokenError};
 
 fn app(auth: &BearerAuthLayer) -> Router {
     Router::new()
@@ -38,20 +38,10 @@ async fn fetch(app: &Router, path: &str, token: &str) -> (StatusCode, Option<Str
     (a.status, a.challenge, a.body)
 }
 
-/// A validator for `idp` on `clock`.
-fn validator(idp: &tower_bearer::testing::TestIssuer, clock: &ManualClock) -> BearerAuthLayer {
-    BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn routes_ask_for_an_acr_and_a_recent_login_and_say_what_they_need() {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let app = app(&validator(&idp, &clock));
+    let app = app(&common::validator_on(&idp, &clock));
     let now = 1_800_000_000i64;
     let token = |acr: Option<&str>, auth_time: Option<i64>| {
         let mut t = idp.token();
@@ -123,7 +113,7 @@ async fn routes_ask_for_an_acr_and_a_recent_login_and_say_what_they_need() {
 #[tokio::test]
 async fn acr_and_auth_time_of_the_wrong_type_are_invalid_tokens() {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let auth = validator(&idp, &clock);
+    let auth = common::validator_on(&idp, &clock);
     for (claim, value, name) in [
         ("acr", json!(2), "acr"),
         ("acr", json!(["phr"]), "acr"),

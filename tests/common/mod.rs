@@ -51,6 +51,16 @@ pub fn validator(idp: &TestIssuer) -> BearerAuthLayer {
         .unwrap()
 }
 
+/// The same on `clock`.
+pub fn validator_on(idp: &TestIssuer, clock: &ManualClock) -> BearerAuthLayer {
+    BearerAuthLayer::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
 /// An issuer with one key per asymmetric algorithm family, and a validator
 /// for it that found its keys by discovery.
 pub struct Setup {
