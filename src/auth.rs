@@ -523,30 +523,23 @@ impl Shared {
         {
             watch.seen.issuer = self.issuers.label_of(p);
         }
+        let reason = match verdict {
+            Ok(_) => Reason::Ok,
+            Err(e) => Reason::of(e, watch.seen.path),
+        };
         if !watch.span.is_disabled() {
             let label = self.issuers.label(watch.seen.issuer);
-            record(
-                &watch.span,
-                watch.seen,
-                verdict,
-                label,
-                self.config.trace_subject,
-            );
+            let subject = self.config.trace_subject;
+            record(&watch.span, watch.seen, verdict, reason, label, subject);
         }
         #[cfg(feature = "metrics")]
         {
             let Some(m) = &self.metrics else {
                 return Tally::default();
             };
-            let reason = match verdict {
-                Ok(_) => Reason::Ok,
-                Err(e) => {
-                    if e == &AuthError::InvalidDpopProof(crate::dpop::REPLAYED) {
-                        m.dpop_replays.increment(1);
-                    }
-                    Reason::of(e, watch.seen.path)
-                }
-            };
+            if verdict.is_err_and(|e| *e == AuthError::InvalidDpopProof(crate::dpop::REPLAYED)) {
+                m.dpop_replays.increment(1);
+            }
             let Seen { path, issuer, .. } = watch.seen;
             m.observe(path, issuer, reason, watch.seen.started());
             Tally {
@@ -777,20 +770,14 @@ impl Shared {
 /// token its `iss`, `kid` and `alg`, and its subject when `subject` (the
 /// user opted in); for a refusal the configured issuer `label`, if the
 /// token got as far as one.
-pub(crate) fn record(
+fn record(
     span: &tracing::Span,
     seen: Seen,
     verdict: Result<&Principal, &AuthError>,
+    reason: Reason,
     label: &str,
     subject: bool,
 ) {
-    if span.is_disabled() {
-        return;
-    }
-    let reason = match verdict {
-        Ok(_) => Reason::Ok,
-        Err(e) => Reason::of(e, seen.path),
-    };
     span.record("outcome", reason.outcome().as_str());
     span.record("reason", reason.as_str());
     if let Some(path) = seen.path {
