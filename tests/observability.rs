@@ -11,15 +11,15 @@ use axum::body::Body;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tower_bearer::testing::{EndpointFault, TestIssuer};
-use tower_bearer::{BearerAuthLayer, Builder};
+use tower_bearer::{BearerAuthLayer, Builder, ClientId, ClientSecret};
 use tracing_subscriber::layer::SubscriberExt as _;
 
-/// Runs `requests` (tokens, `None` for none) through a layer built by
-/// `configure`, with an OpenTelemetry pipeline as the thread's
+/// Runs `requests` (tokens, `None` for none) through the layer `build`
+/// makes of a builder for `idp`, with an OpenTelemetry pipeline as the thread's
 /// subscriber, and returns the spans it exported.
 async fn exported(
     idp: &TestIssuer,
-    configure: impl FnOnce(Builder) -> Builder,
+    build: impl FnOnce(Builder) -> BearerAuthLayer,
     requests: &[Option<&str>],
 ) -> Vec<SpanData> {
     let exporter = InMemorySpanExporter::default();
@@ -31,13 +31,11 @@ async fn exported(
     // The test runs on one thread (tokio's current-thread runtime), so the
     // thread's subscriber sees every span.
     let _default = tracing::subscriber::set_default(subscriber);
-    let auth = configure(
+    let auth = build(
         BearerAuthLayer::builder()
             .issuer(idp.issuer())
             .audience(idp.audience()),
-    )
-    .build()
-    .unwrap();
+    );
     let app = axum::Router::new()
         .route("/me", axum::routing::get(|| async { "ok" }))
         .layer(auth);
@@ -71,7 +69,7 @@ async fn validation_spans_reach_opentelemetry_with_their_fields_and_never_the_to
     let expired = idp.token().expires_in(-600).sign();
     let spans = exported(
         &idp,
-        |b| b,
+        |b| b.build().unwrap(),
         &[Some(&valid), Some(&valid), Some(&expired), None],
     )
     .await;
@@ -118,10 +116,48 @@ async fn validation_spans_reach_opentelemetry_with_their_fields_and_never_the_to
 }
 
 #[tokio::test]
+async fn an_introspection_call_is_a_span_inside_its_validation() {
+    let idp = TestIssuer::start().await.unwrap();
+    let opaque = idp.token().opaque();
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    let introspecting = |b: Builder| {
+        b.introspection(ClientId::new(id), ClientSecret::new(secret))
+            .build()
+            .unwrap()
+            .into()
+    };
+    let spans = exported(&idp, introspecting, &[Some(&opaque)]).await;
+    let [validation] = named(&spans, "tower_bearer.validate")[..] else {
+        panic!("{spans:?}");
+    };
+    let fields = attributes(validation);
+    assert_eq!(fields["outcome"], "accepted");
+    assert_eq!(fields["cached"], "false");
+    assert!(
+        !fields.contains_key("alg"),
+        "an introspected token has none"
+    );
+    let [call] = named(&spans, "tower_bearer.introspect")[..] else {
+        panic!("{spans:?}");
+    };
+    assert_eq!(call.parent_span_id, validation.span_context.span_id());
+    assert_eq!(
+        attributes(call)["endpoint"],
+        idp.introspection_endpoint(),
+        "the endpoint, without credentials"
+    );
+}
+
+#[tokio::test]
 async fn the_subject_is_recorded_only_when_asked_for() {
     let idp = TestIssuer::start().await.unwrap();
     let token = idp.token().claim("sub", "alice").sign();
-    let spans = exported(&idp, |b| b.trace_subject(true), &[Some(&token)]).await;
+    let spans = exported(
+        &idp,
+        |b| b.trace_subject(true).build().unwrap(),
+        &[Some(&token)],
+    )
+    .await;
     let [validation] = named(&spans, "tower_bearer.validate")[..] else {
         panic!("{spans:?}");
     };
