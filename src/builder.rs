@@ -1359,7 +1359,7 @@ impl<M> Builder<M> {
     /// Role paths that can be read: given, not deeper than the JSON
     /// depth limit (nor 8), and not a claim read for something else.
     fn check_role_claims(&self, paths: &[ClaimPath]) -> Result<(), ConfigError> {
-        const RESERVED: [&str; 12] = [
+        const RESERVED: [&str; 13] = [
             "iss",
             "sub",
             "aud",
@@ -1372,6 +1372,7 @@ impl<M> Builder<M> {
             "cnf",
             "acr",
             "auth_time",
+            "sid",
         ];
         for path in paths {
             if path.depth() == 0 || path.segments().any(str::is_empty) {

@@ -41,6 +41,10 @@ pub struct RegisteredClaims {
     /// `auth_time`: when the user last authenticated, seconds since the
     /// Unix epoch (OpenID Connect; RFC 9470 step-up).
     pub auth_time: Option<i64>,
+    /// `sid`: the user's session at the issuer (OpenID Connect Front- and
+    /// Back-Channel Logout; Keycloak, Entra and others put it in access
+    /// tokens), which a session revocation names.
+    pub sid: Option<String>,
 }
 
 /// What a sender-constrained token is bound to: its `cnf` claim (RFC 7800),
@@ -375,6 +379,7 @@ pub(crate) fn parse(
             azp: out.azp,
             acr: out.acr,
             auth_time: out.auth_time,
+            sid: out.sid,
         },
         scopes: Scopes(scopes.into()),
         roles: Roles(roles.into()),
@@ -424,6 +429,7 @@ struct Parsed {
     azp: Option<String>,
     acr: Option<String>,
     auth_time: Option<i64>,
+    sid: Option<String>,
     cnf: Option<Confirmation>,
     scopes: Vec<Box<str>>,
     roles: Vec<Box<str>>,
@@ -474,6 +480,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                 "azp" => out.azp = Some(string(&mut map, "azp", failure)?),
                 "acr" => out.acr = Some(string(&mut map, "acr", failure)?),
                 "auth_time" => out.auth_time = Some(number(&mut map, "auth_time", failure)?),
+                "sid" => out.sid = Some(string(&mut map, "sid", failure)?),
                 "cnf" => out.cnf = Some(confirmation(&mut map, failure)?),
                 "aud" => {
                     let aud = match map.next_value::<Value>()? {
