@@ -119,7 +119,7 @@ pub use policy::{
     RequireScopesLayer,
 };
 pub use readiness::Readiness;
-pub use revocation::{RevocationCheck, RevocationList, Revoke};
+pub use revocation::{DEFAULT_MAX_TOKEN_LIFETIME, RevocationCheck, RevocationList, Revoke};
 pub use sender::{DEFAULT_DPOP_REPLAY_ENTRIES, DEFAULT_DPOP_WINDOW, Dpop, MAX_DPOP_WINDOW};
 
 // Hooks for conformance vectors and fuzzers: the exact stages the layer

@@ -3,15 +3,18 @@
 //! A [`RevocationCheck`] is consulted on every request, after the
 //! signature (or the verified-token cache): it must be cheap and
 //! synchronous. [`RevocationList`] is an in-memory implementation that
-//! revokes by `jti`, `sub` or `client_id` until a given time.
+//! revokes by `jti`, `sub`, `sid` or `client_id`, of one issuer or of any,
+//! and for a subject or a session only the tokens issued before a time:
+//! what a revoked session or a changed credential means.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
 use crate::cache::TokenCache;
+use crate::clock::{Clock, SystemClock};
 use crate::jwt::claims::Principal;
 
 /// Decides whether an otherwise valid token is revoked.
@@ -22,6 +25,9 @@ pub trait RevocationCheck: Send + Sync + 'static {
 }
 
 /// What to revoke.
+///
+/// The first three match tokens of any issuer, the others those of one
+/// issuer (its `iss`, as the tokens carry it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Revoke {
@@ -31,7 +37,48 @@ pub enum Revoke {
     Subject(String),
     /// Every token issued to this client (`client_id`, or `azp`).
     Client(String),
+    /// One token of `issuer`, by its `jti`.
+    IssuedToken {
+        /// The issuer.
+        issuer: String,
+        /// The token's `jti`.
+        jti: String,
+    },
+    /// Every token of `issuer` about `subject` issued before `before`
+    /// (its `iat` earlier; a token without `iat` counts as earlier): what a
+    /// changed credential, a disabled account or "sign out everywhere"
+    /// means. A token from a login after it passes.
+    SubjectBefore {
+        /// The issuer.
+        issuer: String,
+        /// The subject (`sub`).
+        subject: String,
+        /// When the revocation took effect.
+        before: SystemTime,
+    },
+    /// Every token of `issuer` of the session `sid` issued before `before`:
+    /// a revoked session.
+    SessionBefore {
+        /// The issuer.
+        issuer: String,
+        /// The session (`sid`).
+        sid: String,
+        /// When the revocation took effect.
+        before: SystemTime,
+    },
+    /// Every token of `issuer` issued to `client` (`client_id`, or `azp`).
+    IssuedTo {
+        /// The issuer.
+        issuer: String,
+        /// The client.
+        client: String,
+    },
 }
+
+/// How long a revocation is kept by default: as long as an access token
+/// is assumed to live at most, 24 hours. See
+/// [`RevocationList::with_max_token_lifetime`].
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// An in-memory revocation list: cheap to clone (clones share the list),
 /// lock-free to read.
@@ -40,43 +87,156 @@ pub enum Revoke {
 /// use std::time::{Duration, SystemTime};
 /// use tower_bearer::{BearerAuthLayer, RevocationList, Revoke};
 ///
-/// let revoked = RevocationList::new();
+/// // Access tokens here live at most an hour.
+/// let revoked = RevocationList::with_max_token_lifetime(Duration::from_secs(3600));
 /// let auth = BearerAuthLayer::builder()
 ///     .issuer("https://idp.example")
 ///     .audience("api")
-///     .revocation(revoked.clone())
+///     .revocation_list(revoked.clone())
 ///     .build()
 ///     .unwrap();
-/// // Until the longest-lived token of this user has expired:
-/// revoked.revoke(Revoke::Subject("alice".into()), SystemTime::now() + Duration::from_secs(3600));
+/// // Alice changed her password: every token she had is refused, one
+/// // from her next login is not. Kept an hour, then dropped.
+/// revoked.revoke(Revoke::SubjectBefore {
+///     issuer: "https://idp.example".into(),
+///     subject: "alice".into(),
+///     before: SystemTime::now(),
+/// });
+/// // One token, until a time of your choosing:
+/// revoked.revoke_until(Revoke::TokenId("t-81".into()), SystemTime::now() + Duration::from_secs(600));
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RevocationList {
     entries: Arc<ArcSwap<Lists>>,
     writer: Arc<Mutex<()>>,
     caches: Arc<Mutex<Vec<Weak<TokenCache>>>>,
+    max_token_lifetime: Duration,
+    /// What `revoke` counts the lifetime from, and prunes by.
+    clock: Arc<dyn Clock>,
 }
 
-/// Revocations by kind, each name mapped to the time it ends.
+impl Default for RevocationList {
+    fn default() -> Self {
+        Self {
+            entries: Arc::default(),
+            writer: Arc::default(),
+            caches: Arc::default(),
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Revocations by kind: those of any issuer, then those of each issuer.
 #[derive(Clone, Default)]
 struct Lists {
-    jti: HashMap<String, SystemTime>,
-    sub: HashMap<String, SystemTime>,
-    client: HashMap<String, SystemTime>,
+    any: Names,
+    by_issuer: HashMap<String, Names>,
 }
 
-impl Lists {
-    fn map(&mut self, what: &Revoke) -> (&mut HashMap<String, SystemTime>, String) {
-        match what {
-            Revoke::TokenId(v) => (&mut self.jti, v.clone()),
-            Revoke::Subject(v) => (&mut self.sub, v.clone()),
-            Revoke::Client(v) => (&mut self.client, v.clone()),
-        }
+/// Revocations of one scope, each name mapped to when it ends (and, for
+/// subjects and sessions of one issuer, the `iat` below which it holds).
+#[derive(Clone, Default)]
+struct Names {
+    jti: HashMap<String, Entry>,
+    sub: HashMap<String, Entry>,
+    sid: HashMap<String, Entry>,
+    client: HashMap<String, Entry>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// Tokens with an `iat` below this (seconds since the epoch) are
+    /// revoked; `i64::MAX`: every token.
+    before: i64,
+    until: SystemTime,
+}
+
+impl Entry {
+    fn holds(&self, iat: Option<i64>, now: SystemTime) -> bool {
+        now < self.until && iat.is_none_or(|iat| iat < self.before)
+    }
+}
+
+impl Names {
+    fn all(&mut self) -> [&mut HashMap<String, Entry>; 4] {
+        [
+            &mut self.jti,
+            &mut self.sub,
+            &mut self.sid,
+            &mut self.client,
+        ]
     }
 
     fn len(&self) -> usize {
-        self.jti.len() + self.sub.len() + self.client.len()
+        self.jti.len() + self.sub.len() + self.sid.len() + self.client.len()
     }
+
+    /// Whether an entry revokes `p`, issued at `iat`.
+    fn revokes(&self, p: &Principal, now: SystemTime) -> bool {
+        let c = p.claims();
+        let hit = |map: &HashMap<String, Entry>, name: Option<&str>| {
+            name.and_then(|n| map.get(n))
+                .is_some_and(|e| e.holds(c.iat, now))
+        };
+        hit(&self.jti, c.jti.as_deref())
+            || hit(&self.sub, c.sub.as_deref())
+            || hit(&self.sid, c.sid.as_deref())
+            || hit(&self.client, p.client_id())
+    }
+}
+
+impl Lists {
+    /// The map `what` goes into, its name there, and the `iat` below which
+    /// it holds.
+    fn slot(&mut self, what: &Revoke) -> (&mut HashMap<String, Entry>, String, i64) {
+        let every = i64::MAX;
+        match what {
+            Revoke::TokenId(v) => (&mut self.any.jti, v.clone(), every),
+            Revoke::Subject(v) => (&mut self.any.sub, v.clone(), every),
+            Revoke::Client(v) => (&mut self.any.client, v.clone(), every),
+            Revoke::IssuedToken { issuer, jti } => {
+                (&mut self.issuer(issuer).jti, jti.clone(), every)
+            }
+            Revoke::IssuedTo { issuer, client } => {
+                (&mut self.issuer(issuer).client, client.clone(), every)
+            }
+            Revoke::SubjectBefore {
+                issuer,
+                subject,
+                before,
+            } => (&mut self.issuer(issuer).sub, subject.clone(), unix(*before)),
+            Revoke::SessionBefore {
+                issuer,
+                sid,
+                before,
+            } => (&mut self.issuer(issuer).sid, sid.clone(), unix(*before)),
+        }
+    }
+
+    fn issuer(&mut self, issuer: &str) -> &mut Names {
+        self.by_issuer.entry(issuer.to_owned()).or_default()
+    }
+
+    /// Drops every entry that has ended.
+    fn prune(&mut self, now: SystemTime) {
+        for names in std::iter::once(&mut self.any).chain(self.by_issuer.values_mut()) {
+            for map in names.all() {
+                map.retain(|_, e| e.until > now);
+            }
+        }
+        self.by_issuer.retain(|_, names| names.len() > 0);
+    }
+
+    fn len(&self) -> usize {
+        self.any.len() + self.by_issuer.values().map(Names::len).sum::<usize>()
+    }
+}
+
+/// Whole seconds since the epoch, as `iat` counts them (before it: 0).
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl std::fmt::Debug for RevocationList {
@@ -88,27 +248,62 @@ impl std::fmt::Debug for RevocationList {
 }
 
 impl RevocationList {
-    /// An empty list.
+    /// An empty list, whose revocations are kept for
+    /// [`DEFAULT_MAX_TOKEN_LIFETIME`].
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty list whose revocations are kept for `lifetime`: as long as
+    /// the longest-lived access token of any issuer it serves may live (set
+    /// it to at least their longest `exp - iat`). After that no token it
+    /// could match is still valid, and the entry is dropped.
+    pub fn with_max_token_lifetime(lifetime: Duration) -> Self {
+        Self {
+            max_token_lifetime: lifetime,
+            ..Self::default()
+        }
+    }
+
+    /// The same list on `clock` (give it your validator's): the time
+    /// [`revoke`](Self::revoke) counts from, and by which ended entries
+    /// are dropped. Use it before sharing the list: clones made earlier
+    /// keep the clock they had.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Revokes for as long as a token it matches could live: the maximum
+    /// token lifetime from now, or from `before` for
+    /// [`SubjectBefore`](Revoke::SubjectBefore) and
+    /// [`SessionBefore`](Revoke::SessionBefore) (a token issued before it
+    /// has expired by then).
+    pub fn revoke(&self, what: Revoke) {
+        let from = match &what {
+            Revoke::SubjectBefore { before, .. } | Revoke::SessionBefore { before, .. } => *before,
+            _ => self.clock.now(),
+        };
+        let until = from.checked_add(self.max_token_lifetime).unwrap_or(from);
+        self.revoke_until(what, until);
+    }
+
     /// Revokes until `until` (set it to the expiry of the longest-lived
     /// token concerned; the entry is forgotten after that). Cached
-    /// verifications of matching tokens are dropped at once.
-    pub fn revoke(&self, what: Revoke, until: SystemTime) {
+    /// verifications of matching tokens are dropped at once. Revoking what
+    /// is already revoked keeps the later end and the later `before`.
+    pub fn revoke_until(&self, what: Revoke, until: SystemTime) {
         {
             let _writer = self
                 .writer
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = SystemTime::now();
             let mut next = Lists::clone(&self.entries.load());
-            for map in [&mut next.jti, &mut next.sub, &mut next.client] {
-                map.retain(|_, t| *t > now);
-            }
-            let (map, name) = next.map(&what);
-            map.insert(name, until);
+            next.prune(self.clock.now());
+            let (map, name, before) = next.slot(&what);
+            let entry = map.entry(name).or_insert(Entry { before, until });
+            entry.before = entry.before.max(before);
+            entry.until = entry.until.max(until);
             self.entries.store(Arc::new(next));
         }
         let caches = self
@@ -121,14 +316,15 @@ impl RevocationList {
         }
     }
 
-    /// Lifts a revocation.
+    /// Lifts a revocation (for a subject or a session, whatever its
+    /// `before`).
     pub fn unrevoke(&self, what: &Revoke) {
         let _writer = self
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = Lists::clone(&self.entries.load());
-        let (map, name) = next.map(what);
+        let (map, name, _) = next.slot(what);
         map.remove(&name);
         self.entries.store(Arc::new(next));
     }
@@ -152,12 +348,28 @@ impl RevocationList {
     }
 }
 
+/// Whether `what` names `p` (for the cache: the time checks are the
+/// list's).
 fn matches(what: &Revoke, p: &Principal) -> bool {
     let c = p.claims();
+    let of = |issuer: &str| c.iss.as_deref() == Some(issuer);
+    let before = |t: &SystemTime| c.iat.is_none_or(|iat| iat < unix(*t));
     match what {
         Revoke::TokenId(jti) => c.jti.as_deref() == Some(jti),
         Revoke::Subject(sub) => c.sub.as_deref() == Some(sub),
         Revoke::Client(client) => p.client_id() == Some(client),
+        Revoke::IssuedToken { issuer, jti } => of(issuer) && c.jti.as_deref() == Some(jti),
+        Revoke::IssuedTo { issuer, client } => of(issuer) && p.client_id() == Some(client),
+        Revoke::SubjectBefore {
+            issuer,
+            subject,
+            before: t,
+        } => of(issuer) && c.sub.as_deref() == Some(subject) && before(t),
+        Revoke::SessionBefore {
+            issuer,
+            sid,
+            before: t,
+        } => of(issuer) && c.sid.as_deref() == Some(sid) && before(t),
     }
 }
 
@@ -167,13 +379,11 @@ impl RevocationCheck for RevocationList {
         if lists.len() == 0 {
             return false;
         }
-        let c = p.claims();
-        let hit = |map: &HashMap<String, SystemTime>, name: Option<&str>| {
-            name.and_then(|n| map.get(n))
-                .is_some_and(|until| now < *until)
-        };
-        hit(&lists.jti, c.jti.as_deref())
-            || hit(&lists.sub, c.sub.as_deref())
-            || hit(&lists.client, p.client_id())
+        lists.any.revokes(p, now)
+            || p.claims()
+                .iss
+                .as_deref()
+                .and_then(|iss| lists.by_issuer.get(iss))
+                .is_some_and(|names| names.revokes(p, now))
     }
 }

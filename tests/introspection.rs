@@ -509,7 +509,7 @@ async fn revocation_checks_add_up_in_any_order() {
         let now = Clock::now(&s.clock);
         let banned = s.idp.token().claim("sub", "mallory").sign();
         let listed = s.idp.token().claim("jti", "listed").sign();
-        list.revoke(
+        list.revoke_until(
             Revoke::TokenId("listed".into()),
             now + Duration::from_secs(600),
         );
@@ -551,7 +551,7 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
         (Revoke::Subject("bob".into()), &theirs, &mine),
         (Revoke::Client("app-2".into()), &theirs, &mine),
     ] {
-        list.revoke(what.clone(), now() + Duration::from_secs(600));
+        list.revoke_until(what.clone(), now() + Duration::from_secs(600));
         let before = verified();
         assert_eq!(
             s.auth.validate(refused).await.unwrap_err(),
@@ -568,7 +568,7 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
         assert!(s.auth.validate(refused).await.is_ok());
     }
     // A revocation ends when its time is up.
-    list.revoke(
+    list.revoke_until(
         Revoke::Subject("alice".into()),
         now() + Duration::from_secs(60),
     );
@@ -576,6 +576,104 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
     s.clock.advance(Duration::from_secs(61));
     assert!(s.auth.validate(&mine).await.is_ok());
     let _ = SystemTime::now();
+}
+
+#[tokio::test]
+async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() {
+    let (clock, idp) = common::issuer_on_a_manual_clock().await;
+    let list = RevocationList::with_max_token_lifetime(Duration::from_secs(3600))
+        .with_clock(clock.clone());
+    let auth = BearerAuthLayer::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .revocation_list(list.clone())
+        .build()
+        .unwrap();
+    let iss = idp.issuer().to_owned();
+    let t0 = Clock::now(&clock);
+    let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let token = |sub: &str, iat: SystemTime, extra: (&str, &str)| {
+        idp.token()
+            .claim("sub", sub)
+            .claim("iat", secs(iat))
+            .claim(extra.0, extra.1)
+            .expires_in(100_000)
+            .sign()
+    };
+    let earlier = t0 - Duration::from_secs(60);
+    let refused = |t: &str| {
+        let auth = auth.clone();
+        let t = t.to_owned();
+        async move { auth.validate(&t).await.err() }
+    };
+    let revoked = Some(invalid(TokenError::Revoked));
+
+    // A session revoked at t0: its tokens from before, not those after,
+    // nor another session's.
+    let old_session = token("alice", earlier, ("sid", "s-1"));
+    let other_session = token("alice", earlier, ("sid", "s-2"));
+    assert_eq!(refused(&old_session).await, None, "cached before the event");
+    list.revoke(Revoke::SessionBefore {
+        issuer: iss.clone(),
+        sid: "s-1".into(),
+        before: t0,
+    });
+    assert_eq!(refused(&old_session).await, revoked, "the cached one too");
+    assert_eq!(refused(&other_session).await, None);
+    clock.advance(Duration::from_secs(5));
+    let new_login = token("alice", Clock::now(&clock), ("sid", "s-1"));
+    assert_eq!(refused(&new_login).await, None, "issued after the event");
+
+    // A changed credential: every earlier token of the subject, any
+    // session; a token without iat counts as earlier.
+    let bob_before = token("bob", earlier, ("sid", "s-9"));
+    let bob_no_iat = idp.token().claim("sub", "bob").without("iat").sign();
+    list.revoke(Revoke::SubjectBefore {
+        issuer: iss.clone(),
+        subject: "bob".into(),
+        before: t0,
+    });
+    assert_eq!(refused(&bob_before).await, revoked);
+    assert_eq!(refused(&bob_no_iat).await, revoked);
+    let bob_after = token("bob", Clock::now(&clock), ("sid", "s-10"));
+    assert_eq!(refused(&bob_after).await, None);
+
+    // Scoped by issuer: another issuer's revocation names none of these.
+    let carol = token("carol", earlier, ("jti", "j-1"));
+    for what in [
+        Revoke::IssuedToken {
+            issuer: "https://other.example".into(),
+            jti: "j-1".into(),
+        },
+        Revoke::SubjectBefore {
+            issuer: "https://other.example".into(),
+            subject: "carol".into(),
+            before: t0,
+        },
+    ] {
+        list.revoke(what.clone());
+        assert_eq!(refused(&carol).await, None, "{what:?}");
+    }
+    list.revoke(Revoke::IssuedToken {
+        issuer: iss.clone(),
+        jti: "j-1".into(),
+    });
+    assert_eq!(refused(&carol).await, revoked);
+    let dave = token("dave", earlier, ("client_id", "app-7"));
+    list.revoke(Revoke::IssuedTo {
+        issuer: iss.clone(),
+        client: "app-7".into(),
+    });
+    assert_eq!(refused(&dave).await, revoked);
+
+    // Each entry lives as long as a token could: an hour from its time.
+    // Past that, the tokens it named have expired anyway, and it is gone.
+    let held = list.len();
+    clock.advance(Duration::from_secs(3600));
+    list.revoke(Revoke::TokenId("unrelated".into()));
+    assert_eq!(list.len(), 1, "{held} entries dropped at their end");
+    assert_eq!(refused(&bob_before).await, None, "the entry ended");
 }
 
 /// Fuzz finding 1 (`fuzz/artifacts/introspection_response/crash-780d…`):
