@@ -231,6 +231,11 @@ impl Lists {
     fn len(&self) -> usize {
         self.any.len() + self.by_issuer.values().map(Names::len).sum::<usize>()
     }
+
+    /// Whether nothing is held, without counting: a request asks it.
+    fn is_empty(&self) -> bool {
+        self.any.len() == 0 && self.by_issuer.is_empty()
+    }
 }
 
 /// Whole seconds since the epoch, as `iat` counts them (before it: 0).
@@ -326,6 +331,7 @@ impl RevocationList {
         let mut next = Lists::clone(&self.entries.load());
         let (map, name, _) = next.slot(what);
         map.remove(&name);
+        next.by_issuer.retain(|_, names| names.len() > 0);
         self.entries.store(Arc::new(next));
     }
 
@@ -337,7 +343,7 @@ impl RevocationList {
 
     /// Whether nothing is revoked.
     pub fn is_empty(&self) -> bool {
-        self.entries.load().len() == 0
+        self.entries.load().is_empty()
     }
 
     pub(crate) fn attach(&self, cache: &Arc<TokenCache>) {
@@ -376,7 +382,7 @@ fn matches(what: &Revoke, p: &Principal) -> bool {
 impl RevocationCheck for RevocationList {
     fn is_revoked(&self, p: &Principal, now: SystemTime) -> bool {
         let lists = self.entries.load();
-        if lists.len() == 0 {
+        if lists.is_empty() {
             return false;
         }
         lists.any.revokes(p, now)

@@ -674,6 +674,12 @@ async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() 
     list.revoke(Revoke::TokenId("unrelated".into()));
     assert_eq!(list.len(), 1, "{held} entries dropped at their end");
     assert_eq!(refused(&bob_before).await, None, "the entry ended");
+    list.unrevoke(&Revoke::TokenId("unrelated".into()));
+    list.unrevoke(&Revoke::IssuedToken {
+        issuer: iss.clone(),
+        jti: "never-revoked".into(),
+    });
+    assert!(list.is_empty(), "lifting what was never there adds nothing");
 }
 
 /// Fuzz finding 1 (`fuzz/artifacts/introspection_response/crash-780d…`):
