@@ -556,6 +556,15 @@ async fn rejects_other_token_types() {
                 .is_ok(),
             "{typ}"
         );
+        // A Security Event Token passed off as an access token: its
+        // `events` claim gives it away, whatever the `typ`.
+        let set = s
+            .idp
+            .token()
+            .header("typ", typ)
+            .claim("events", json!({ "https://schemas.openid.net/secevent/caep/event-type/session-revoked": {} }))
+            .sign();
+        assert_eq!(s.refused(&set).await, TokenError::WrongType, "SET as {typ}");
     }
     let mut header = json!({ "alg": "RS256", "kid": s.kid(Algorithm::RS256) });
     let claims = claims_of(&s.idp.token().sign());

@@ -482,6 +482,13 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                 "auth_time" => out.auth_time = Some(number(&mut map, "auth_time", failure)?),
                 "sid" => out.sid = Some(string(&mut map, "sid", failure)?),
                 "cnf" => out.cnf = Some(confirmation(&mut map, failure)?),
+                // A Security Event Token (RFC 8417) is not an access token,
+                // whatever its `typ` says (RFC 8417 §4.3: SETs and other JWTs
+                // must not be confused).
+                "events" => {
+                    *failure = Some(TokenError::WrongType);
+                    return Err(de::Error::custom("events"));
+                }
                 "aud" => {
                     let aud = match map.next_value::<Value>()? {
                         Value::Str(s) => vec![s],
