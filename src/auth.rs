@@ -94,6 +94,9 @@ pub(crate) struct Shared {
     cache: Option<Arc<TokenCache>>,
     /// Every revocation check configured; any one can revoke.
     revocation: Box<[Arc<dyn RevocationCheck>]>,
+    /// Where each `RevocationList` learns the longest token lifetime
+    /// verified here, so that its entries outlive every token they match.
+    lifetimes: Box<[Arc<AtomicU64>]>,
     /// Signatures verified: each costs far more than this increment.
     signatures: AtomicU64,
     /// `None`: metrics off for this validator.
@@ -147,6 +150,7 @@ impl<M> BearerAuthLayer<M> {
         issuers: Issuers,
         cache: Option<Arc<TokenCache>>,
         revocation: Box<[Arc<dyn RevocationCheck>]>,
+        lifetimes: Box<[Arc<AtomicU64>]>,
         #[cfg(feature = "metrics")] metrics: Option<crate::telemetry::metrics::Metrics>,
     ) -> Self {
         Self {
@@ -156,6 +160,7 @@ impl<M> BearerAuthLayer<M> {
                 issuers,
                 cache,
                 revocation,
+                lifetimes,
                 signatures: AtomicU64::new(0),
                 #[cfg(feature = "metrics")]
                 metrics,
@@ -432,6 +437,7 @@ impl Shared {
         match pending {
             Pending::Introspect => {
                 let p = self.introspect_opaque(token).await?;
+                self.saw_lifetime(&p);
                 self.accept(p, self.config.clock.now())
             }
             Pending::Keys { jws, issuer, seen } => {
@@ -625,6 +631,7 @@ impl Shared {
     ) -> Result<Principal, AuthError> {
         let p =
             jwt::principal(&self.config, &issuer.rules, jws, key).map_err(|e| self.refuse(e))?;
+        self.saw_lifetime(&p);
         if let Some(cache) = &self.cache {
             cache.insert(
                 token,
@@ -657,6 +664,25 @@ impl Shared {
         self.introspect_in_order(issuers, token, introspect::Use::ActiveCheck, none)
             .await
             .map(drop)
+    }
+
+    /// Tells each revocation list how long `p`, just verified, lives
+    /// (`exp - iat`; nothing for a token without `iat` or `exp`). Once per
+    /// verification, never on a cache hit.
+    fn saw_lifetime(&self, p: &Principal) {
+        if self.lifetimes.is_empty() {
+            return;
+        }
+        let c = p.claims();
+        let Some(iat) = c.iat.filter(|_| c.exp != i64::MAX) else {
+            return;
+        };
+        let Ok(life) = u64::try_from(c.exp.saturating_sub(iat)) else {
+            return;
+        };
+        for longest in &self.lifetimes {
+            longest.fetch_max(life, Ordering::Relaxed);
+        }
     }
 
     /// The last word on a valid token: the revocation hook.

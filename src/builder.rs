@@ -829,12 +829,19 @@ impl<M> Builder<M> {
             .s
             .metrics
             .then(|| crate::telemetry::metrics::Metrics::new(&labels));
+        let lifetimes = self
+            .s
+            .revocation_lists
+            .iter()
+            .map(RevocationList::lifetimes)
+            .collect();
         Ok(BearerAuthLayer::new(
             config,
             binding,
             Issuers::new(fixed, templates, opaque, labels),
             cache,
             self.s.revocation.into(),
+            lifetimes,
             #[cfg(feature = "metrics")]
             metrics,
         ))

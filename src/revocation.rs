@@ -8,6 +8,7 @@
 //! what a revoked session or a changed credential means.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,6 +112,10 @@ pub struct RevocationList {
     writer: Arc<Mutex<()>>,
     caches: Arc<Mutex<Vec<Weak<TokenCache>>>>,
     max_token_lifetime: Duration,
+    /// The longest lifetime (`exp - iat`, seconds) of a token the
+    /// validators it is attached to have verified: entries live at least
+    /// that long.
+    longest_seen: Arc<AtomicU64>,
     /// What `revoke` counts the lifetime from, and prunes by.
     clock: Arc<dyn Clock>,
 }
@@ -122,6 +127,7 @@ impl Default for RevocationList {
             writer: Arc::default(),
             caches: Arc::default(),
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            longest_seen: Arc::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -260,9 +266,12 @@ impl RevocationList {
     }
 
     /// An empty list whose revocations are kept for `lifetime`: as long as
-    /// the longest-lived access token of any issuer it serves may live (set
-    /// it to at least their longest `exp - iat`). After that no token it
-    /// could match is still valid, and the entry is dropped.
+    /// the longest-lived access token of any issuer it serves may live.
+    /// After that no token it could match is still valid, and the entry
+    /// is dropped. A validator it is attached to
+    /// ([`revocation_list`](crate::Builder::revocation_list)) that
+    /// verifies a token with a longer life (`exp - iat`) lengthens it to
+    /// that.
     pub fn with_max_token_lifetime(lifetime: Duration) -> Self {
         Self {
             max_token_lifetime: lifetime,
@@ -289,7 +298,10 @@ impl RevocationList {
             Revoke::SubjectBefore { before, .. } | Revoke::SessionBefore { before, .. } => *before,
             _ => self.clock.now(),
         };
-        let until = from.checked_add(self.max_token_lifetime).unwrap_or(from);
+        let seen = Duration::from_secs(self.longest_seen.load(Ordering::Relaxed));
+        let until = from
+            .checked_add(self.max_token_lifetime.max(seen))
+            .unwrap_or(from);
         self.revoke_until(what, until);
     }
 
@@ -344,6 +356,11 @@ impl RevocationList {
     /// Whether nothing is revoked.
     pub fn is_empty(&self) -> bool {
         self.entries.load().is_empty()
+    }
+
+    /// Where a validator reports the lifetimes of the tokens it verifies.
+    pub(crate) fn lifetimes(&self) -> Arc<AtomicU64> {
+        self.longest_seen.clone()
     }
 
     pub(crate) fn attach(&self, cache: &Arc<TokenCache>) {

@@ -598,7 +598,7 @@ async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() 
             .claim("sub", sub)
             .claim("iat", secs(iat))
             .claim(extra.0, extra.1)
-            .expires_in(100_000)
+            .expires_in(3000)
             .sign()
     };
     let earlier = t0 - Duration::from_secs(60);
@@ -673,13 +673,46 @@ async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() 
     clock.advance(Duration::from_secs(3600));
     list.revoke(Revoke::TokenId("unrelated".into()));
     assert_eq!(list.len(), 1, "{held} entries dropped at their end");
-    assert_eq!(refused(&bob_before).await, None, "the entry ended");
+    assert_eq!(
+        refused(&bob_before).await,
+        Some(invalid(TokenError::Expired)),
+        "what the entry named has expired by its end"
+    );
     list.unrevoke(&Revoke::TokenId("unrelated".into()));
     list.unrevoke(&Revoke::IssuedToken {
         issuer: iss.clone(),
         jti: "never-revoked".into(),
     });
     assert!(list.is_empty(), "lifting what was never there adds nothing");
+}
+
+#[tokio::test]
+async fn a_revocation_outlives_the_longest_token_its_validator_verified() {
+    let (clock, idp) = common::issuer_on_a_manual_clock().await;
+    let list = RevocationList::with_max_token_lifetime(Duration::from_secs(3600))
+        .with_clock(clock.clone());
+    let auth = BearerAuthLayer::builder()
+        .issuer(idp.issuer())
+        .audience(idp.audience())
+        .clock(clock.clone())
+        .revocation_list(list.clone())
+        .build()
+        .unwrap();
+    // Two hours, where the list was told one.
+    let long = idp.token().claim("sub", "erin").expires_in(7200).sign();
+    assert!(auth.validate(&long).await.is_ok());
+    let t0 = Clock::now(&clock);
+    list.revoke(Revoke::SubjectBefore {
+        issuer: idp.issuer().into(),
+        subject: "erin".into(),
+        before: t0 + Duration::from_secs(1),
+    });
+    clock.advance(Duration::from_secs(3700));
+    assert_eq!(
+        auth.validate(&long).await.unwrap_err(),
+        invalid(TokenError::Revoked),
+        "past the configured hour, within the token's two"
+    );
 }
 
 /// Fuzz finding 1 (`fuzz/artifacts/introspection_response/crash-780d…`):
