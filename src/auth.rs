@@ -769,13 +769,10 @@ impl Shared {
                 headers.insert(DPOP_NONCE, nonce);
             }
         }
-        let mut res = match &self.config.responder {
+        match &self.config.responder {
             Some(f) => f(err, res),
             None => res,
-        };
-        // For the layer around a route that refused: see `telemetry::settle`.
-        telemetry::mark(&mut res, Reason::of(err, None), false);
-        res
+        }
     }
 
     /// The layer's own refusal: observed, answered, and marked counted.

@@ -19,7 +19,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Quick, Shared};
-use crate::error::{AuthError, Protocol};
+use crate::error::{AuthError, Challenge, Protocol};
 use crate::jwt::claims::Principal;
 use crate::sender::{DPOP_NONCE, Scheme};
 use crate::telemetry::{self, Path, Reason, Tally, Watch};
@@ -209,8 +209,16 @@ where
         }
     }
 
-    pub(crate) fn refused(shared: &Shared, err: &AuthError, protocol: Protocol) -> Self {
-        Self::refused_with(shared.error_response(err, protocol))
+    /// A route layer's refusal, marked for the layer around to count
+    /// (see `telemetry::settle`); `shared: None` for a route layer made
+    /// without a validator.
+    pub(crate) fn refused(shared: Option<&Shared>, err: &AuthError, protocol: Protocol) -> Self {
+        let mut res = match shared {
+            Some(shared) => shared.error_response(err, protocol),
+            None => err.respond(Challenge::default(), protocol),
+        };
+        telemetry::mark(&mut res, Reason::of(err, None), false);
+        Self::refused_with(res)
     }
 
     pub(crate) fn refused_with(response: Response<Bytes>) -> Self {

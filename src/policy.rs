@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::auth::{BearerAuthLayer, Shared, WithIntrospection};
 use crate::clock::unix_seconds;
-use crate::error::{AuthError, Challenge, Protocol, Refusal, ScopePolicy, StepUp, TokenError};
+use crate::error::{AuthError, Protocol, Refusal, ScopePolicy, StepUp, TokenError};
 use crate::jwt::claims::Principal;
 use crate::layer::{ResponseBody, ResponseFuture};
 use crate::token;
@@ -108,10 +108,12 @@ where
         );
         let (principal, token) = match (principal, token) {
             (Some(p), Ok(Some(t))) => (p, t.to_owned()),
-            (_, Err(e)) => return ResponseFuture::refused(shared, &e, Protocol::of(req.headers())),
+            (_, Err(e)) => {
+                return ResponseFuture::refused(Some(shared), &e, Protocol::of(req.headers()));
+            }
             _ => {
                 return ResponseFuture::refused(
-                    shared,
+                    Some(shared),
                     &AuthError::MissingToken,
                     Protocol::of(req.headers()),
                 );
@@ -194,21 +196,6 @@ impl BearerAuthLayer<WithIntrospection> {
     /// ```
     pub fn require_active(&self) -> RequireActiveLayer {
         RequireActiveLayer::new(self.shared.clone())
-    }
-}
-
-/// A refusal answered with the validator's realm and hook when there is one.
-fn refuse<S, B>(
-    shared: Option<&Shared>,
-    err: &AuthError,
-    protocol: Protocol,
-) -> ResponseFuture<S, B>
-where
-    S: Service<Request<B>>,
-{
-    match shared {
-        Some(shared) => ResponseFuture::refused(shared, err, protocol),
-        None => ResponseFuture::refused_with(err.respond(Challenge::default(), protocol)),
     }
 }
 
@@ -330,7 +317,7 @@ where
         };
         match verdict {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => refuse(
+            Err(e) => ResponseFuture::refused(
                 self.layer.shared.as_deref(),
                 &e,
                 Protocol::of(req.headers()),
@@ -404,7 +391,9 @@ where
         };
         match verdict {
             Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(e) => ResponseFuture::refused(&self.layer.shared, &e, Protocol::of(req.headers())),
+            Err(e) => {
+                ResponseFuture::refused(Some(&self.layer.shared), &e, Protocol::of(req.headers()))
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ use axum::body::Body;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower_bearer::testing::{DpopKey, EndpointFault, TestIssuer};
 use tower_bearer::{
-    Algorithm, BearerAuthLayer, ClientId, ClientSecret, Clock as _, Dpop, TrustedIssuer,
+    Algorithm, BearerAuthLayer, ClientId, ClientSecret, Clock as _, Dpop, RequireScopesLayer,
+    ScopePolicy, TrustedIssuer,
 };
 
 /// A series as Prometheus names it: `name{k="v",…}`, labels sorted.
@@ -118,6 +119,12 @@ fn app(auth: &BearerAuthLayer) -> axum::Router {
             "/admin",
             ok.clone().route_layer(auth.require_all(["admin"])),
         )
+        // A route layer made without the validator.
+        .route(
+            "/standalone",
+            ok.clone()
+                .route_layer(RequireScopesLayer::policy(ScopePolicy::all(["admin"]))),
+        )
         .route("/me", ok)
         .layer(auth.clone())
 }
@@ -216,6 +223,19 @@ async fn a_scripted_sequence_moves_each_counter_exactly_as_expected() {
     );
     meter.step(
         "a route's refusal",
+        &[
+            (&requests("refused", "insufficient_scope", &iss), 1),
+            (HITS, 1),
+        ],
+    );
+    assert_eq!(
+        common::send(&app, get("/standalone", Some(&valid)))
+            .await
+            .status,
+        403
+    );
+    meter.step(
+        "a standalone route layer's refusal",
         &[
             (&requests("refused", "insufficient_scope", &iss), 1),
             (HITS, 1),
