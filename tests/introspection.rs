@@ -578,8 +578,9 @@ async fn a_revocation_list_refuses_by_jti_sub_or_client_until_it_ends() {
     let _ = SystemTime::now();
 }
 
-#[tokio::test]
-async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() {
+/// An issuer on a manual clock, a revocation list on it that keeps entries
+/// an hour, and a validator with that list.
+async fn with_an_hour_long_list() -> (ManualClock, TestIssuer, RevocationList, BearerAuthLayer) {
     let (clock, idp) = common::issuer_on_a_manual_clock().await;
     let list = RevocationList::with_max_token_lifetime(Duration::from_secs(3600))
         .with_clock(clock.clone());
@@ -590,6 +591,12 @@ async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() 
         .revocation_list(list.clone())
         .build()
         .unwrap();
+    (clock, idp, list, auth)
+}
+
+#[tokio::test]
+async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() {
+    let (clock, idp, list, auth) = with_an_hour_long_list().await;
     let iss = idp.issuer().to_owned();
     let t0 = Clock::now(&clock);
     let secs = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -688,16 +695,7 @@ async fn revocations_of_one_issuer_and_before_a_time_mean_what_the_events_say() 
 
 #[tokio::test]
 async fn a_revocation_outlives_the_longest_token_its_validator_verified() {
-    let (clock, idp) = common::issuer_on_a_manual_clock().await;
-    let list = RevocationList::with_max_token_lifetime(Duration::from_secs(3600))
-        .with_clock(clock.clone());
-    let auth = BearerAuthLayer::builder()
-        .issuer(idp.issuer())
-        .audience(idp.audience())
-        .clock(clock.clone())
-        .revocation_list(list.clone())
-        .build()
-        .unwrap();
+    let (clock, idp, list, auth) = with_an_hour_long_list().await;
     // Two hours, where the list was told one.
     let long = idp.token().claim("sub", "erin").expires_in(7200).sign();
     assert!(auth.validate(&long).await.is_ok());
