@@ -213,19 +213,21 @@ impl Fetcher {
             }
             Err(e) => return Err(e),
         };
-        let meta: RawMetadata = serde_json::from_slice(&body)
-            .map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
-        if meta.issuer != expected {
-            return Err(FetchError::IssuerMismatch);
-        }
-        let checked = |u: Option<String>| -> Result<Option<Url>, FetchError> {
-            u.map(|u| acceptable_url(&u).ok_or(FetchError::InsecureUrl))
-                .transpose()
-        };
-        Ok(Metadata {
-            jwks_uri: checked(meta.jwks_uri)?,
-            introspection_endpoint: checked(meta.introspection_endpoint)?,
-        })
+        metadata(&body, expected)
+    }
+
+    /// Finds the JWKS URL of a Shared Signals transmitter, from its
+    /// `/.well-known/ssf-configuration{path}` (SSF 1.0 §7.2), whose
+    /// `issuer` must equal `expected`.
+    pub(crate) async fn discover_transmitter(
+        &self,
+        issuer: &Url,
+        expected: &str,
+    ) -> Result<Metadata, FetchError> {
+        let body = self
+            .get(&well_known(issuer, "ssf-configuration", true))
+            .await?;
+        metadata(&body, expected)
     }
 
     /// POSTs an `application/x-www-form-urlencoded` body, optionally with
@@ -267,6 +269,30 @@ impl Fetcher {
         self.read_body(res).await
     }
 
+    /// POSTs a JSON body with an `Authorization` value, and returns the
+    /// body of a 200 answer.
+    pub(crate) async fn post_json(
+        &self,
+        url: &Url,
+        body: Vec<u8>,
+        authorization: &http::HeaderValue,
+    ) -> Result<Vec<u8>, FetchError> {
+        let res = self
+            .client
+            .post(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::AUTHORIZATION, authorization.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        if res.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(res.status().as_u16()));
+        }
+        self.read_body(res).await
+    }
+
     /// Reads a body of at most `max_bytes`, refusing early on a larger
     /// `Content-Length` and stopping as soon as a streamed body passes it.
     async fn read_body(&self, mut res: reqwest::Response) -> Result<Vec<u8>, FetchError> {
@@ -285,6 +311,23 @@ impl Fetcher {
         }
         Ok(body)
     }
+}
+
+/// The endpoints of a metadata document naming `expected` as its issuer.
+fn metadata(body: &[u8], expected: &str) -> Result<Metadata, FetchError> {
+    let meta: RawMetadata =
+        serde_json::from_slice(body).map_err(|e| FetchError::InvalidDocument(e.to_string()))?;
+    if meta.issuer != expected {
+        return Err(FetchError::IssuerMismatch);
+    }
+    let checked = |u: Option<String>| -> Result<Option<Url>, FetchError> {
+        u.map(|u| acceptable_url(&u).ok_or(FetchError::InsecureUrl))
+            .transpose()
+    };
+    Ok(Metadata {
+        jwks_uri: checked(meta.jwks_uri)?,
+        introspection_endpoint: checked(meta.introspection_endpoint)?,
+    })
 }
 
 /// `s` as a URL, if it parses and the URL policy accepts it.

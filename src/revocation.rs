@@ -67,6 +67,17 @@ pub enum Revoke {
         /// When the revocation took effect.
         before: SystemTime,
     },
+    /// Every token of `issuer` about the user with this `email` issued
+    /// before `before`, for an issuer that names users by e-mail address
+    /// (compared without regard to case).
+    EmailBefore {
+        /// The issuer.
+        issuer: String,
+        /// The e-mail address (the tokens' `email`).
+        email: String,
+        /// When the revocation took effect.
+        before: SystemTime,
+    },
     /// Every token of `issuer` issued to `client` (`client_id`, or `azp`).
     IssuedTo {
         /// The issuer.
@@ -148,6 +159,8 @@ struct Names {
     sub: HashMap<String, Entry>,
     sid: HashMap<String, Entry>,
     client: HashMap<String, Entry>,
+    /// Keyed by the address in lower case.
+    email: HashMap<String, Entry>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -165,17 +178,18 @@ impl Entry {
 }
 
 impl Names {
-    fn all(&mut self) -> [&mut HashMap<String, Entry>; 4] {
+    fn all(&mut self) -> [&mut HashMap<String, Entry>; 5] {
         [
             &mut self.jti,
             &mut self.sub,
             &mut self.sid,
             &mut self.client,
+            &mut self.email,
         ]
     }
 
     fn len(&self) -> usize {
-        self.jti.len() + self.sub.len() + self.sid.len() + self.client.len()
+        self.jti.len() + self.sub.len() + self.sid.len() + self.client.len() + self.email.len()
     }
 
     /// Whether an entry revokes `p`, issued at `iat`.
@@ -189,6 +203,9 @@ impl Names {
             || hit(&self.sub, c.sub.as_deref())
             || hit(&self.sid, c.sid.as_deref())
             || hit(&self.client, p.client_id())
+            // Lower-cased only while some address is revoked.
+            || (!self.email.is_empty()
+                && hit(&self.email, c.email.as_deref().map(str::to_lowercase).as_deref()))
     }
 }
 
@@ -217,6 +234,15 @@ impl Lists {
                 sid,
                 before,
             } => (&mut self.issuer(issuer).sid, sid.clone(), unix(*before)),
+            Revoke::EmailBefore {
+                issuer,
+                email,
+                before,
+            } => (
+                &mut self.issuer(issuer).email,
+                email.to_lowercase(),
+                unix(*before),
+            ),
         }
     }
 
@@ -290,12 +316,15 @@ impl RevocationList {
 
     /// Revokes for as long as a token it matches could live: the maximum
     /// token lifetime from now, or from `before` for
-    /// [`SubjectBefore`](Revoke::SubjectBefore) and
-    /// [`SessionBefore`](Revoke::SessionBefore) (a token issued before it
-    /// has expired by then).
+    /// [`SubjectBefore`](Revoke::SubjectBefore),
+    /// [`SessionBefore`](Revoke::SessionBefore) and
+    /// [`EmailBefore`](Revoke::EmailBefore) (a token issued before it has
+    /// expired by then).
     pub fn revoke(&self, what: Revoke) {
         let from = match &what {
-            Revoke::SubjectBefore { before, .. } | Revoke::SessionBefore { before, .. } => *before,
+            Revoke::SubjectBefore { before, .. }
+            | Revoke::SessionBefore { before, .. }
+            | Revoke::EmailBefore { before, .. } => *before,
             _ => self.clock.now(),
         };
         let seen = Duration::from_secs(self.longest_seen.load(Ordering::Relaxed));
@@ -393,6 +422,17 @@ fn matches(what: &Revoke, p: &Principal) -> bool {
             sid,
             before: t,
         } => of(issuer) && c.sid.as_deref() == Some(sid) && before(t),
+        Revoke::EmailBefore {
+            issuer,
+            email,
+            before: t,
+        } => {
+            of(issuer)
+                && c.email
+                    .as_deref()
+                    .is_some_and(|e| e.to_lowercase() == email.to_lowercase())
+                && before(t)
+        }
     }
 }
 

@@ -45,6 +45,9 @@ pub struct RegisteredClaims {
     /// Back-Channel Logout; Keycloak, Entra and others put it in access
     /// tokens), which a session revocation names.
     pub sid: Option<String>,
+    /// `email`: the user's e-mail address (OpenID Connect), which a
+    /// revocation by e-mail names.
+    pub email: Option<String>,
 }
 
 /// What a sender-constrained token is bound to: its `cnf` claim (RFC 7800),
@@ -380,6 +383,7 @@ pub(crate) fn parse(
             acr: out.acr,
             auth_time: out.auth_time,
             sid: out.sid,
+            email: out.email,
         },
         scopes: Scopes(scopes.into()),
         roles: Roles(roles.into()),
@@ -430,6 +434,7 @@ struct Parsed {
     acr: Option<String>,
     auth_time: Option<i64>,
     sid: Option<String>,
+    email: Option<String>,
     cnf: Option<Confirmation>,
     scopes: Vec<Box<str>>,
     roles: Vec<Box<str>>,
@@ -481,6 +486,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_, '_> {
                 "acr" => out.acr = Some(string(&mut map, "acr", failure)?),
                 "auth_time" => out.auth_time = Some(number(&mut map, "auth_time", failure)?),
                 "sid" => out.sid = Some(string(&mut map, "sid", failure)?),
+                "email" => out.email = Some(string(&mut map, "email", failure)?),
                 "cnf" => out.cnf = Some(confirmation(&mut map, failure)?),
                 // A Security Event Token (RFC 8417) is not an access token,
                 // whatever its `typ` says (RFC 8417 §4.3: SETs and other JWTs

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::alg::Algorithm;
 use crate::clock::unix_seconds;
-use crate::config::{Config, TokenTypePolicy};
+use crate::config::{Config, Limits, TokenTypePolicy};
 use crate::error::{Refusal, TokenError};
 use crate::jwks::{Key, KeySet, Lookup, verify as verify_signature};
 use claims::{ClaimPath, ClaimRules, Principal};
@@ -104,7 +104,19 @@ impl Jws {
 
 /// Limits, header rules and decoding: everything that needs no key.
 pub(crate) fn parse(cfg: &Config, token: &str) -> Result<Parsed, TokenError> {
-    let limits = &cfg.limits;
+    parse_jws(&cfg.limits, &cfg.algorithms, token, |typ| {
+        check_type(typ, cfg.typ)
+    })
+}
+
+/// [`parse`] with the limits, algorithms and `typ` rule of another kind of
+/// JWT than an access token (a Security Event Token, say).
+pub(crate) fn parse_jws(
+    limits: &Limits,
+    algorithms: &[Algorithm],
+    token: &str,
+    check_typ: impl FnOnce(Option<&str>) -> Result<(), TokenError>,
+) -> Result<Parsed, TokenError> {
     if token.len() > limits.max_token_bytes {
         return Err(TokenError::TooLarge);
     }
@@ -123,7 +135,7 @@ pub(crate) fn parse(cfg: &Config, token: &str) -> Result<Parsed, TokenError> {
     check_depth(&header_json, limits.max_json_depth)?;
     let header = header::parse(&header_json, limits.max_header_members)?;
     let alg = Algorithm::from_name(&header.alg)
-        .filter(|a| cfg.algorithms.contains(a))
+        .filter(|a| algorithms.contains(a))
         .ok_or(TokenError::AlgorithmNotAllowed)?;
     if let Some(name) = header.untrusted {
         return Err(TokenError::UntrustedKeySource(name));
@@ -133,7 +145,7 @@ pub(crate) fn parse(cfg: &Config, token: &str) -> Result<Parsed, TokenError> {
     if header.crit || header.b64 == Some(false) {
         return Err(TokenError::UnsupportedExtension);
     }
-    check_type(header.typ.as_deref(), cfg.typ)?;
+    check_typ(header.typ.as_deref())?;
     if header
         .kid
         .as_ref()
@@ -311,10 +323,7 @@ pub(crate) fn check_times(
 /// `typ` is a media type: compared case-insensitively, with the
 /// `application/` prefix optional (RFC 7515 §4.1.9).
 fn check_type(typ: Option<&str>, policy: TokenTypePolicy) -> Result<(), TokenError> {
-    let short = typ.map(|t| match t.split_at_checked(12) {
-        Some((prefix, rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
-        _ => t,
-    });
+    let short = typ.map(subtype);
     let ok = match (short, policy) {
         (Some(t), _) if t.eq_ignore_ascii_case("at+jwt") => true,
         (None, TokenTypePolicy::AccessTokenOrJwt) => true,
@@ -328,6 +337,24 @@ fn check_type(typ: Option<&str>, policy: TokenTypePolicy) -> Result<(), TokenErr
     }
 }
 
+/// A `typ` without its optional `application/` prefix.
+fn subtype(typ: &str) -> &str {
+    match typ.split_at_checked(12) {
+        Some((prefix, rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
+        _ => typ,
+    }
+}
+
+/// A Security Event Token's `typ` (RFC 8417 §2.3): `secevent+jwt`, with
+/// the `application/` prefix optional. Without it a JWT could be some
+/// other token posted as an event.
+pub(crate) fn check_set_type(typ: Option<&str>) -> Result<(), TokenError> {
+    match typ.map(subtype) {
+        Some(t) if t.eq_ignore_ascii_case("secevent+jwt") => Ok(()),
+        _ => Err(TokenError::WrongType),
+    }
+}
+
 /// Strict base64url without padding (RFC 7515 §2); `=` and non-canonical
 /// trailing bits are refused.
 fn b64_decode(s: &str) -> Result<Vec<u8>, TokenError> {
@@ -335,7 +362,7 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, TokenError> {
 }
 
 /// Refuses JSON nested deeper than `max` before a parser sees it.
-fn check_depth(json: &[u8], max: usize) -> Result<(), TokenError> {
+pub(crate) fn check_depth(json: &[u8], max: usize) -> Result<(), TokenError> {
     // No deeper than it has brackets: a count the compiler vectorises
     // settles ordinary tokens without the byte-by-byte walk below.
     if json.iter().filter(|&&b| b == b'{' || b == b'[').count() <= max {
@@ -403,6 +430,17 @@ mod tests {
         assert!(check_type(Some("at+jwt"), Rfc9068).is_ok());
         assert!(check_type(None, Rfc9068).is_err());
         assert!(check_type(Some("JWT"), Rfc9068).is_err());
+        assert!(check_type(Some("secevent+jwt"), AccessTokenOrJwt).is_err());
+    }
+
+    #[test]
+    fn an_event_token_must_say_it_is_one() {
+        for t in ["secevent+jwt", "application/secevent+jwt", "SecEvent+JWT"] {
+            assert!(check_set_type(Some(t)).is_ok(), "{t}");
+        }
+        for t in [None, Some("JWT"), Some("at+jwt"), Some("secevent")] {
+            assert!(check_set_type(t).is_err(), "{t:?}");
+        }
     }
 
     #[test]
