@@ -74,6 +74,7 @@ mod policy;
 mod readiness;
 mod revocation;
 mod sender;
+pub mod ssf;
 mod telemetry;
 mod token;
 

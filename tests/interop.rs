@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,19 +21,6 @@ const RESOURCES: [(&str, Algorithm); 4] = [
     ("urn:tower-bearer:es256", Algorithm::ES256),
     ("urn:tower-bearer:eddsa", Algorithm::EdDSA),
 ];
-
-fn interop_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    if dir.join("node_modules/oidc-provider").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
-        "TOWER_BEARER_INTEROP is set but tests/interop/node_modules is missing: run `npm ci` there"
-    );
-    println!("skipped: interop IdP not installed (./scripts/test installs it)");
-    None
-}
 
 struct Idp {
     _child: Child,
@@ -113,7 +100,9 @@ fn validator(idp: &Idp) -> BearerAuthLayer {
 
 #[tokio::test]
 async fn real_idp_tokens_of_every_algorithm_are_accepted_through_discovery_alone() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let auth = validator(&idp);
     for (resource, alg) in RESOURCES {
@@ -133,7 +122,9 @@ async fn real_idp_tokens_of_every_algorithm_are_accepted_through_discovery_alone
 
 #[tokio::test]
 async fn a_real_idp_token_for_another_audience_is_refused() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let auth = validator(&idp);
     let token = idp.token("urn:other-api", "read").await;
@@ -145,7 +136,9 @@ async fn a_real_idp_token_for_another_audience_is_refused() {
 
 #[tokio::test]
 async fn a_key_rotation_at_the_real_idp_is_picked_up_without_a_restart() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let auth = validator(&idp);
     let before = idp.token("urn:tower-bearer:rs256", "read").await;
@@ -174,7 +167,9 @@ async fn a_key_rotation_at_the_real_idp_is_picked_up_without_a_restart() {
 #[tokio::test]
 async fn real_idp_opaque_tokens_are_introspected_and_refused_after_revocation_once_the_cache_expires()
  {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let clock = tower_bearer::ManualClock::now();
     let auth = BearerAuthLayer::builder()
@@ -234,7 +229,9 @@ fn kid_of(token: &str) -> String {
 
 #[tokio::test]
 async fn two_real_idps_each_verify_their_own_tokens_with_their_own_keys() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let (a, b) = (Idp::start(&dir).await, Idp::start(&dir).await);
     let mut builder = BearerAuthLayer::builder()
         .trusted_issuer(tower_bearer::TrustedIssuer::new(&a.issuer))
@@ -395,7 +392,9 @@ async fn call_api(
 
 #[tokio::test]
 async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_nothing_else() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let mut client = DpopClient::start(&dir).await;
     let body = client.bound_token(&idp).await;
@@ -472,7 +471,9 @@ async fn real_dpop_bound_tokens_pass_with_an_independent_client_s_proofs_and_not
 
 #[tokio::test]
 async fn real_certificate_bound_tokens_pass_with_their_certificate_only() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let (cert, other) = (test_certificate(), test_certificate());
     let shown = common::url_encoded(&cert.cert.pem());
@@ -552,7 +553,9 @@ async fn user_token(dir: &Path, idp: &Idp, acr: Option<&str>, auth_age: u64) -> 
 
 #[tokio::test]
 async fn step_up_routes_judge_a_real_idp_s_acr_and_auth_time() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let auth = validator(&idp);
     let me = axum::routing::get(|p: tower_bearer::Principal| async move {
@@ -605,7 +608,9 @@ async fn step_up_routes_judge_a_real_idp_s_acr_and_auth_time() {
 
 #[tokio::test]
 async fn the_mcp_sdk_discovers_authenticates_and_calls_the_mcp_example() {
-    let Some(dir) = interop_dir() else { return };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
     let idp = Idp::start(&dir).await;
     let mut cmd = Command::new(common::example("mcp_server"));
     cmd.env_clear()

@@ -208,6 +208,22 @@ pub async fn listening(mut cmd: tokio::process::Command) -> (tokio::process::Chi
     (child, base)
 }
 
+/// `tests/interop`, where `npm ci` installed the Node packages the
+/// interop tests run (oidc-provider, jose, …), or `None` (skipped) when
+/// they are not installed and `./scripts/test` did not ask for them.
+pub fn interop_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
+    if dir.join("node_modules/oidc-provider").is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
+        "TOWER_BEARER_INTEROP is set but tests/interop/node_modules is missing: run `npm ci` there"
+    );
+    println!("skipped: interop IdP not installed (./scripts/test installs it)");
+    None
+}
+
 /// The Python of the test venv (`tests/python`: grpcio, prometheus_client),
 /// or `None` (skipped) when it is not installed and `./scripts/test` did
 /// not ask for it: under `./scripts/test` (which sets
