@@ -20,6 +20,8 @@
 //! | `CLIENT_CERT_HEADER` | optional header carrying the client certificate as URL-encoded PEM, from a TLS-terminating proxy, for certificate-bound tokens |
 //! | `RESOURCE` | optional RFC 9728 resource identifier (`https://api.example.com`): serves `/.well-known/oauth-protected-resource` (with the identifier's path, if any, after it), and every 401 names it in `resource_metadata` |
 //! | `METRICS` | `1`: the validator's metrics in the Prometheus text format at `GET /metrics` (open) |
+//! | `SSF_ISSUER`, `SSF_PUSH_AUTHORIZATION` | together: a Shared Signals receiver at `POST /ssf/events` (RFC 8935 push) for the transmitter `SSF_ISSUER` (keys from its `/.well-known/ssf-configuration`), which must send this `Authorization` value; its audience is `AUDIENCE`, and subjects without an issuer of their own are the first `ISSUER`'s |
+//! | `REDIS_URL` | revocations shared with every replica of the same `REDIS_URL` (`redis://`, `rediss://`, a password in the URL); serving starts once the retained ones are replayed, or after `REDIS_REPLAY_WAIT` seconds (default 10) with an error log |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open, liveness), `GET /readyz` (open,
@@ -28,19 +30,23 @@
 //! `GET /documents` (scope `read`), `POST /documents` (scope `write`, 201),
 //! `GET /admin` (scope `admin`), `GET /reports` (role `auditor`),
 //! `GET /sensitive` (`acr` `phr` and `auth_time` within 600 s, RFC 9470),
-//! and with `RESOURCE` the metadata document (open).
+//! `POST /admin/revocations` (scope `admin`; JSON `{"jti": …}` revokes
+//! that token, `{"iss": …, "sub": …}` every token of that subject issued
+//! until now; 204), and with `RESOURCE` the metadata document (open).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_bearer::ssf::SsfReceiver;
 use tower_bearer::{
     BearerAuthLayer, CertificateFormat, CertificateHeader, ClaimPath, ClientId, ClientSecret, Dpop,
-    Principal, ProtectedResource, StepUp, TrustedIssuer,
+    Principal, ProtectedResource, RevocationList, Revoke, StepUp, TrustedIssuer,
 };
 
 #[tokio::main]
@@ -80,9 +86,11 @@ async fn run() -> Result<(), String> {
         ),
         Some(_) => return Err("METRICS is 1 or unset".into()),
     };
+    let revoked = RevocationList::new();
     let mut builder = BearerAuthLayer::builder()
-        .audience(audience)
-        .role_claims([ClaimPath::parse(&roles)]);
+        .audience(&audience)
+        .role_claims([ClaimPath::parse(&roles)])
+        .revocation_list(revoked.clone());
     let mut dpop = match var("DPOP").as_deref() {
         None | Some("allowed") => Dpop::allowed(),
         Some("required") => Dpop::required(),
@@ -164,6 +172,35 @@ async fn run() -> Result<(), String> {
             tracing::warn!(error = %e, "prefetching the issuers' keys failed");
         }
     });
+    // Before serving: what the fleet revoked is refused from the first
+    // request on.
+    let _fanout = match var("REDIS_URL") {
+        Some(url) => {
+            let fanout = tower_bearer::fleet::RedisFanout::builder(url)
+                .start(&revoked)
+                .map_err(|e| e.to_string())?;
+            let wait = var("REDIS_REPLAY_WAIT").map_or(Ok(10), |s| s.parse::<u64>());
+            let wait = wait.map_err(|_| "REDIS_REPLAY_WAIT is a number of seconds")?;
+            fanout.wait_replayed(Duration::from_secs(wait)).await;
+            Some(fanout)
+        }
+        None => None,
+    };
+    let ssf = match (var("SSF_ISSUER"), var("SSF_PUSH_AUTHORIZATION")) {
+        (Some(transmitter), Some(authorization)) => {
+            let receiver = SsfReceiver::builder(transmitter, &audience, revoked.clone())
+                .token_issuer(issuers[0])
+                .build()
+                .map_err(|e| e.to_string())?;
+            Some(
+                receiver
+                    .push_endpoint(&authorization)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        (None, None) => None,
+        _ => return Err("SSF_ISSUER and SSF_PUSH_AUTHORIZATION go together".into()),
+    };
     let mut app = Router::new()
         .route("/me", get(me))
         .route(
@@ -177,6 +214,12 @@ async fn run() -> Result<(), String> {
         .route(
             "/admin",
             get(admin).route_layer(auth.require_all(["admin"])),
+        )
+        .route(
+            "/admin/revocations",
+            post(revoke)
+                .route_layer(auth.require_all(["admin"]))
+                .with_state(revoked),
         )
         .route(
             "/reports",
@@ -199,6 +242,10 @@ async fn run() -> Result<(), String> {
             async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
         };
         app = app.route("/metrics", get(render));
+    }
+    if let Some(ssf) = ssf {
+        // The transmitter authenticates with its own credential.
+        app = app.route_service("/ssf/events", ssf);
     }
     if let Some(metadata) = metadata {
         // After the layer: the document is for clients without a token.
@@ -231,6 +278,26 @@ async fn create_document() -> (StatusCode, Json<Value>) {
 
 async fn admin() -> Json<Value> {
     Json(json!({ "admin": true }))
+}
+
+/// What an administrator revokes: one token, or a subject's tokens so far.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Revocation {
+    Token { jti: String },
+    Subject { iss: String, sub: String },
+}
+
+async fn revoke(State(list): State<RevocationList>, Json(what): Json<Revocation>) -> StatusCode {
+    list.revoke(match what {
+        Revocation::Token { jti } => Revoke::TokenId(jti),
+        Revocation::Subject { iss, sub } => Revoke::SubjectBefore {
+            issuer: iss,
+            subject: sub,
+            before: std::time::SystemTime::now(),
+        },
+    });
+    StatusCode::NO_CONTENT
 }
 
 async fn reports() -> Json<Value> {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -129,7 +129,13 @@ pub struct RevocationList {
     longest_seen: Arc<AtomicU64>,
     /// What `revoke` counts the lifetime from, and prunes by.
     clock: Arc<dyn Clock>,
+    /// Where every revocation made here goes besides the list: the
+    /// replicas' fan-out, once one is started.
+    outbox: Arc<OnceLock<Outbox>>,
 }
+
+/// Takes each revocation made through the API, with its end.
+pub(crate) type Outbox = Box<dyn Fn(&Revoke, SystemTime) + Send + Sync>;
 
 impl Default for RevocationList {
     fn default() -> Self {
@@ -140,6 +146,7 @@ impl Default for RevocationList {
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             longest_seen: Arc::default(),
             clock: Arc::new(SystemClock),
+            outbox: Arc::default(),
         }
     }
 }
@@ -327,10 +334,7 @@ impl RevocationList {
             | Revoke::EmailBefore { before, .. } => *before,
             _ => self.clock.now(),
         };
-        let seen = Duration::from_secs(self.longest_seen.load(Ordering::Relaxed));
-        let until = from
-            .checked_add(self.max_token_lifetime.max(seen))
-            .unwrap_or(from);
+        let until = from.checked_add(self.retention()).unwrap_or(from);
         self.revoke_until(what, until);
     }
 
@@ -339,6 +343,15 @@ impl RevocationList {
     /// verifications of matching tokens are dropped at once. Revoking what
     /// is already revoked keeps the later end and the later `before`.
     pub fn revoke_until(&self, what: Revoke, until: SystemTime) {
+        self.apply(&what, until);
+        if let Some(outbox) = self.outbox.get() {
+            outbox(&what, until);
+        }
+    }
+
+    /// [`revoke_until`](Self::revoke_until) here only: what a replica
+    /// learns from the others.
+    pub(crate) fn apply(&self, what: &Revoke, until: SystemTime) {
         {
             let _writer = self
                 .writer
@@ -346,7 +359,7 @@ impl RevocationList {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut next = Lists::clone(&self.entries.load());
             next.prune(self.clock.now());
-            let (map, name, before) = next.slot(&what);
+            let (map, name, before) = next.slot(what);
             let entry = map.entry(name).or_insert(Entry { before, until });
             entry.before = entry.before.max(before);
             entry.until = entry.until.max(until);
@@ -363,7 +376,8 @@ impl RevocationList {
     }
 
     /// Lifts a revocation (for a subject or a session, whatever its
-    /// `before`).
+    /// `before`), in this process only: the fan-out to other replicas
+    /// carries revocations, never their lifting.
     pub fn unrevoke(&self, what: &Revoke) {
         let _writer = self
             .writer
@@ -390,6 +404,19 @@ impl RevocationList {
     /// Where a validator reports the lifetimes of the tokens it verifies.
     pub(crate) fn lifetimes(&self) -> Arc<AtomicU64> {
         self.longest_seen.clone()
+    }
+
+    /// How long a revocation made now lasts: how long the fan-out keeps
+    /// what it carries.
+    pub(crate) fn retention(&self) -> Duration {
+        let seen = Duration::from_secs(self.longest_seen.load(Ordering::Relaxed));
+        self.max_token_lifetime.max(seen)
+    }
+
+    /// Sends every later revocation made through the API to `outbox` too;
+    /// `false` if one was set already.
+    pub(crate) fn set_outbox(&self, outbox: Outbox) -> bool {
+        self.outbox.set(outbox).is_ok()
     }
 
     pub(crate) fn attach(&self, cache: &Arc<TokenCache>) {

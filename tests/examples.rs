@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tower_bearer::Algorithm;
 use tower_bearer::testing::{DpopKey, TestIssuer};
 
@@ -31,24 +31,6 @@ async fn quickstart_exits_zero() {
     assert!(!stdout.contains("UNEXPECTED"));
 }
 
-struct Server {
-    _child: Child,
-    base: String,
-}
-
-async fn resource_server(env: &[(&str, &str)]) -> Server {
-    let mut cmd = Command::new(common::example("resource_server"));
-    cmd.env_clear().env("LISTEN_ADDR", "127.0.0.1:0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (child, base) = common::listening(cmd).await;
-    Server {
-        _child: child,
-        base,
-    }
-}
-
 #[tokio::test]
 async fn resource_server_serves_its_contract_over_loopback() {
     let idp = TestIssuer::builder()
@@ -56,7 +38,8 @@ async fn resource_server_serves_its_contract_over_loopback() {
         .start()
         .await
         .unwrap();
-    let server = resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
+    let server =
+        common::resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
     let client = reqwest::Client::new();
     let get = |path: &str, token: Option<&str>| {
         let mut req = client.get(format!("{}{path}", server.base));
@@ -129,7 +112,7 @@ async fn resource_server_serves_its_contract_over_loopback() {
 async fn resource_server_takes_a_jwks_uri_override() {
     let idp = TestIssuer::start().await.unwrap();
     let jwks = idp.jwks_uri();
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", "https://issuer.invalid"),
         ("AUDIENCE", idp.audience()),
         ("JWKS_URI", &jwks),
@@ -155,7 +138,7 @@ async fn resource_server_accepts_opaque_tokens_through_introspection() {
         .unwrap();
     let endpoint = idp.introspection_endpoint();
     let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "documents-api"),
         ("INTROSPECTION_URI", &endpoint),
@@ -191,7 +174,7 @@ async fn resource_server_trusts_several_issuers_tenants_and_roles() {
     b.add_tenant("acme");
     b.add_tenant("globex");
     let issuers = format!("{} {}/realms/{{tenant}}", a.issuer(), b.issuer());
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", &issuers),
         ("TENANTS", "acme initech"),
         ("AUDIENCE", "test-api"),
@@ -271,7 +254,7 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
     let bound = idp.token().bound_to(&key).sign();
     let bearer = idp.token().sign();
     // With DPoP off, the DPoP scheme is not taken at all.
-    let off = resource_server(&[
+    let off = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "test-api"),
         ("DPOP", "off"),
@@ -289,7 +272,7 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
     let res = client.get(&url).bearer_auth(&bearer).send().await.unwrap();
     assert_eq!(res.status(), 200);
     for (mode, bearer_status) in [("allowed", 200), ("required", 401)] {
-        let server = resource_server(&[
+        let server = common::resource_server(&[
             ("ISSUER", idp.issuer()),
             ("AUDIENCE", "test-api"),
             ("DPOP", mode),
@@ -313,7 +296,7 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
     }
 
     // Server nonces: the first proof is answered with one.
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "test-api"),
         ("DPOP_NONCE", "1"),
@@ -338,7 +321,7 @@ async fn resource_server_takes_dpop_and_certificate_bound_tokens() {
     assert_eq!(res.status(), 200);
 
     // A certificate from the proxy's header.
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "test-api"),
         ("CLIENT_CERT_HEADER", "x-client-cert"),
@@ -372,7 +355,7 @@ async fn resource_server_serves_its_metadata_and_names_it_in_challenges() {
         .unwrap();
     let resource = "https://api.example.com/docs";
     let url = "https://api.example.com/.well-known/oauth-protected-resource/docs";
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "documents-api"),
         ("RESOURCE", resource),
@@ -442,7 +425,7 @@ async fn resource_server_serves_metrics_and_readiness() {
         .start()
         .await
         .unwrap();
-    let server = resource_server(&[
+    let server = common::resource_server(&[
         ("ISSUER", idp.issuer()),
         ("AUDIENCE", "documents-api"),
         ("METRICS", "1"),
@@ -507,7 +490,8 @@ async fn resource_server_serves_metrics_and_readiness() {
     assert!(text.contains("tower_bearer_validation_duration_seconds_bucket{path=\"verified\""));
 
     // Without METRICS no /metrics: an unknown path, behind the layer.
-    let plain = resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
+    let plain =
+        common::resource_server(&[("ISSUER", idp.issuer()), ("AUDIENCE", "documents-api")]).await;
     let res = client
         .get(format!("{}/metrics", plain.base))
         .send()

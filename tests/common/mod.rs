@@ -208,6 +208,23 @@ pub async fn listening(mut cmd: tokio::process::Command) -> (tokio::process::Chi
     (child, base)
 }
 
+/// A running `examples/resource_server`.
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+/// `examples/resource_server` on a free loopback port, with only `env`.
+pub async fn resource_server(env: &[(&str, &str)]) -> Server {
+    let mut cmd = tokio::process::Command::new(example("resource_server"));
+    cmd.env_clear().env("LISTEN_ADDR", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let (child, base) = listening(cmd).await;
+    Server { child, base }
+}
+
 /// `tests/interop`, where `npm ci` installed the Node packages the
 /// interop tests run (oidc-provider, jose, …), or `None` (skipped) when
 /// they are not installed and `./scripts/test` did not ask for them.

@@ -1,0 +1,338 @@
+//! Replicas of `examples/resource_server` sharing revocations through a
+//! real `redis-server` (Debian's package; `./scripts/test` installs it),
+//! started here on a free loopback port and killed and restarted to show
+//! that nothing within retention is lost. Skipped when `redis-server` is
+//! missing and `./scripts/test` did not ask for it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::{Child, Command};
+use tower_bearer::testing::TestIssuer;
+
+const AUDIENCE: &str = "documents-api";
+
+/// A `redis-server` on loopback, without persistence: a restart empties
+/// it, as a lost Redis would be.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn binary() -> Option<&'static str> {
+        let found = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if found {
+            return Some("redis-server");
+        }
+        assert!(
+            std::env::var_os("TOWER_BEARER_INTEROP").is_none(),
+            "TOWER_BEARER_INTEROP is set but redis-server is missing: ./scripts/test installs it"
+        );
+        println!("skipped: redis-server not installed (./scripts/test installs it)");
+        None
+    }
+
+    async fn start() -> Option<Self> {
+        Self::binary()?;
+        for _ in 0..20 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            if let Some(redis) = Self::on(port).await {
+                return Some(redis);
+            }
+        }
+        panic!("redis-server found no free port");
+    }
+
+    /// `redis-server` on `port`, once it answers `PING`; `None` if it
+    /// exits first (the port was taken meanwhile).
+    async fn on(port: u16) -> Option<Self> {
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                std::env::temp_dir().to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if ping(port).await {
+                return Some(Self { child, port });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("redis-server on {port} does not answer");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    async fn kill(mut self) -> u16 {
+        self.child.kill().await.unwrap();
+        self.port
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").await.is_ok()
+        && s.read_exact(&mut buf).await.is_ok()
+        && &buf == b"+PONG\r\n"
+}
+
+async fn replica(idp: &TestIssuer, redis_url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("ISSUER", idp.issuer()),
+        ("AUDIENCE", AUDIENCE),
+        ("REDIS_URL", redis_url),
+    ];
+    env.extend_from_slice(extra);
+    common::resource_server(&env).await
+}
+
+struct Fleet {
+    idp: TestIssuer,
+    http: reqwest::Client,
+    admin: String,
+}
+
+impl Fleet {
+    async fn new() -> Self {
+        let idp = TestIssuer::builder()
+            .audience(AUDIENCE)
+            .start()
+            .await
+            .unwrap();
+        let admin = idp
+            .token()
+            .claim("sub", "operator")
+            .scope("admin")
+            .expires_in(3600)
+            .sign();
+        Self {
+            idp,
+            http: reqwest::Client::new(),
+            admin,
+        }
+    }
+
+    fn token(&self) -> String {
+        self.idp.token().expires_in(3600).sign()
+    }
+
+    async fn status(&self, server: &Server, token: &str) -> u16 {
+        self.http
+            .get(format!("{}/me", server.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn revoke(&self, server: &Server, token: &str) {
+        let jti = common::claims_of(token)["jti"].as_str().unwrap().to_owned();
+        let res = self
+            .http
+            .post(format!("{}/admin/revocations", server.base))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "jti": jti }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+
+    /// How long until `server` refuses `token`; panics after 20 s.
+    async fn refused_after(&self, server: &Server, token: &str, since: Instant) -> Duration {
+        loop {
+            if self.status(server, token).await == 401 {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(20),
+                "{} still accepts it",
+                server.base
+            );
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_is_refused_on_the_others_and_how_fast() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let fleet = Fleet::new().await;
+    let url = redis.url();
+    let a = replica(&fleet.idp, &url, &[]).await;
+    let b = replica(&fleet.idp, &url, &[]).await;
+    let c = replica(&fleet.idp, &url, &[]).await;
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let token = fleet.token();
+        for server in [&a, &b, &c] {
+            // Cached as valid on each first.
+            assert_eq!(fleet.status(server, &token).await, 200);
+        }
+        fleet.revoke(&a, &token).await;
+        let revoked = Instant::now();
+        assert_eq!(fleet.status(&a, &token).await, 401);
+        times.push(fleet.refused_after(&b, &token, revoked).await);
+        times.push(fleet.refused_after(&c, &token, revoked).await);
+    }
+    times.sort();
+    println!(
+        "propagation over {} revocations (B and C): p50 {:?}, p99 {:?}, max {:?}",
+        times.len() / 2,
+        percentile(&times, 50),
+        percentile(&times, 99),
+        times[times.len() - 1]
+    );
+    // Someone else's token is untouched.
+    assert_eq!(fleet.status(&b, &fleet.token()).await, 200);
+}
+
+#[tokio::test]
+async fn nothing_is_lost_while_redis_is_down_nor_for_a_replica_restarted() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let fleet = Fleet::new().await;
+    let url = redis.url();
+    let a = replica(&fleet.idp, &url, &[]).await;
+    let b = replica(&fleet.idp, &url, &[]).await;
+    let mut c = replica(&fleet.idp, &url, &[]).await;
+    let before = fleet.token();
+    fleet.revoke(&a, &before).await;
+    fleet.refused_after(&c, &before, Instant::now()).await;
+
+    let port = redis.kill().await;
+    let during = fleet.token();
+    assert_eq!(fleet.status(&b, &during).await, 200);
+    fleet.revoke(&a, &during).await;
+    assert_eq!(
+        fleet.status(&a, &during).await,
+        401,
+        "A applies its own at once"
+    );
+    assert_eq!(fleet.status(&b, &before).await, 401, "B keeps its list");
+    // C restarts while Redis is down: it serves after its bound.
+    c.child.kill().await.unwrap();
+    c = replica(&fleet.idp, &url, &[("REDIS_REPLAY_WAIT", "1")]).await;
+
+    let _redis = Redis::on(port)
+        .await
+        .expect("redis-server restarts on its port");
+    fleet.refused_after(&b, &during, Instant::now()).await;
+    fleet.refused_after(&c, &during, Instant::now()).await;
+
+    // C restarted with Redis up replays the retained revocation before it
+    // serves: refused from its first request.
+    c.child.kill().await.unwrap();
+    let c = replica(&fleet.idp, &url, &[]).await;
+    assert_eq!(fleet.status(&c, &during).await, 401);
+    assert_eq!(fleet.status(&c, &fleet.token()).await, 200);
+}
+
+#[tokio::test]
+async fn an_ssf_event_pushed_to_one_replica_reaches_the_others() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let Some(dir) = common::interop_dir() else {
+        return;
+    };
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("transmitter.mjs")).env("PORT", "0");
+    let (_transmitter, tx) = common::listening(cmd).await;
+    let fleet = Fleet::new().await;
+    let url = redis.url();
+    let ssf = [
+        ("SSF_ISSUER", tx.as_str()),
+        ("SSF_PUSH_AUTHORIZATION", "Bearer push-secret"),
+    ];
+    let a = replica(&fleet.idp, &url, &ssf).await;
+    let b = replica(&fleet.idp, &url, &[]).await;
+    let alice = fleet
+        .idp
+        .token()
+        .claim("sub", "alice")
+        .claim("iat", now() - 30)
+        .sign();
+    assert_eq!(fleet.status(&b, &alice).await, 200);
+    let set = fleet
+        .http
+        .post(format!("{tx}/test/sign"))
+        .json(&json!({"payload": {
+            "iss": tx,
+            "aud": AUDIENCE,
+            "iat": now(),
+            "jti": "fleet-1",
+            "sub_id": {"format": "iss_sub", "iss": fleet.idp.issuer(), "sub": "alice"},
+            "events": {"https://schemas.openid.net/secevent/risc/event-type/account-disabled": {}},
+        }}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["set"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pushed = fleet
+        .http
+        .post(format!("{tx}/test/push"))
+        .json(&json!({
+            "endpoint": format!("{}/ssf/events", a.base),
+            "set": set,
+            "authorization": "Bearer push-secret",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(pushed["status"], 202, "{pushed}");
+    fleet.refused_after(&b, &alice, Instant::now()).await;
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
