@@ -22,6 +22,7 @@
 //! | `METRICS` | `1`: the validator's metrics in the Prometheus text format at `GET /metrics` (open) |
 //! | `SSF_ISSUER`, `SSF_PUSH_AUTHORIZATION` | together: a Shared Signals receiver at `POST /ssf/events` (RFC 8935 push) for the transmitter `SSF_ISSUER` (keys from its `/.well-known/ssf-configuration`), which must send this `Authorization` value; its audience is `AUDIENCE`, and subjects without an issuer of their own are the first `ISSUER`'s |
 //! | `REDIS_URL` | revocations shared with every replica of the same `REDIS_URL` (`redis://`, `rediss://`, a password in the URL); serving starts once the retained ones are replayed, or after `REDIS_REPLAY_WAIT` seconds (default 10) with an error log |
+//! | `REDIS_CACHE_KEY` | with `REDIS_URL` and introspection: introspection answers shared by the replicas, authenticated with this key (at least 32 bytes, the same on every replica) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:3000` |
 //!
 //! Routes: `GET /healthz` (open, liveness), `GET /readyz` (open,
@@ -43,6 +44,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tower_bearer::fleet::{RedisFanout, SharedIntrospectionCache};
 use tower_bearer::ssf::SsfReceiver;
 use tower_bearer::{
     BearerAuthLayer, CertificateFormat, CertificateHeader, ClaimPath, ClientId, ClientSecret, Dpop,
@@ -152,6 +154,12 @@ async fn run() -> Result<(), String> {
                 .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_ID")?;
             let secret = var("INTROSPECTION_CLIENT_SECRET")
                 .ok_or("INTROSPECTION_URI needs INTROSPECTION_CLIENT_SECRET")?;
+            if let Some(key) = var("REDIS_CACHE_KEY") {
+                let url = var("REDIS_URL").ok_or("REDIS_CACHE_KEY needs REDIS_URL")?;
+                let cache = SharedIntrospectionCache::new(&url, key.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                builder = builder.shared_introspection_cache(cache);
+            }
             builder
                 .introspection(ClientId::new(id), ClientSecret::new(secret))
                 .build()
@@ -176,7 +184,7 @@ async fn run() -> Result<(), String> {
     // request on.
     let _fanout = match var("REDIS_URL") {
         Some(url) => {
-            let fanout = tower_bearer::fleet::RedisFanout::builder(url)
+            let fanout = RedisFanout::builder(url)
                 .start(&revoked)
                 .map_err(|e| e.to_string())?;
             let wait = var("REDIS_REPLAY_WAIT").map_or(Ok(10), |s| s.parse::<u64>());

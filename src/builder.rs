@@ -26,7 +26,9 @@ use crate::config::{
 use crate::dpop::{self, Nonces};
 use crate::error::{AuthError, Refusal};
 use crate::fetch::{FetchError, Fetcher, acceptable_url, loggable};
-use crate::introspect::{ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector};
+use crate::introspect::{
+    ClientAuth, ClientId, ClientSecret, IntrospectionConfig, Introspector, SharedAnswers,
+};
 use crate::issuer::{Issuer, Issuers, KeysFrom, TENANT, Template, TrustedIssuer, is_tenant};
 use crate::jwks::{FetchBudget, JwksError, KeyPolicy, KeySet, KeyStore, Source, StorePool};
 use crate::jwt::claims::{ClaimPath, Principal};
@@ -224,6 +226,7 @@ struct Settings {
     /// `max_age` and `active_check_max_age`.
     introspection_max_age: (Duration, Duration),
     introspection_concurrency: usize,
+    shared_introspection: Option<Arc<dyn SharedAnswers>>,
     /// Every check given, the lists among them too.
     revocation: Vec<Arc<dyn RevocationCheck>>,
     /// The lists, whose revocations also drop cached verifications.
@@ -287,6 +290,7 @@ impl Default for Builder {
             introspection_auth: ClientAuth::default(),
             introspection_max_age: (DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_ACTIVE_CHECK_MAX_AGE),
             introspection_concurrency: DEFAULT_INTROSPECTION_CONCURRENCY,
+            shared_introspection: None,
             revocation: Vec::new(),
             revocation_lists: Vec::new(),
             realm: None,
@@ -635,6 +639,21 @@ impl<M> Builder<M> {
     /// flood at the authorization server. Default: 64 each.
     pub fn introspection_concurrency(mut self, max_in_flight: usize) -> Self {
         self.s.introspection_concurrency = max_in_flight;
+        self
+    }
+
+    /// Shares introspection answers with the other replicas through
+    /// Redis, so that N replicas make about one call per token instead of
+    /// N. Entries are authenticated with the cache's key: a bad one is a
+    /// miss (logged), so a write to Redis cannot grant access; an answer
+    /// read is checked like one from the endpoint. See
+    /// [`fleet::SharedIntrospectionCache`](crate::fleet::SharedIntrospectionCache).
+    #[cfg(feature = "redis")]
+    pub fn shared_introspection_cache(
+        mut self,
+        cache: crate::fleet::SharedIntrospectionCache,
+    ) -> Self {
+        self.s.shared_introspection = Some(Arc::new(cache));
         self
     }
 
@@ -1527,6 +1546,7 @@ impl<M> Builder<M> {
             active_check_max_age,
             max_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
             max_in_flight: self.s.introspection_concurrency,
+            shared: self.s.shared_introspection.clone(),
         }))
     }
 

@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::builder::ConfigError;
+use crate::introspect::{Digest, Pending, SharedAnswers};
 use crate::revocation::{RevocationList, Revoke};
 
 /// The default stream key.
@@ -509,6 +510,174 @@ impl Follower {
         if until > SystemTime::now() {
             self.list.apply(&what, until);
         }
+    }
+}
+
+/// The key prefix of the shared introspection cache's entries.
+const CACHE_PREFIX: &str = "tower-bearer:introspection:";
+/// After a failed connection, how long requests skip the shared cache.
+const CACHE_RETRY: Duration = Duration::from_secs(1);
+
+/// Introspection answers shared by the replicas through Redis; give it to
+/// [`Builder::shared_introspection_cache`](crate::Builder::shared_introspection_cache).
+///
+/// An entry is the endpoint's answer, kept no longer than the answer may
+/// be reused (the introspection maximum age, never past the token's
+/// `exp`), under a name derived from the token with the key (Redis sees
+/// neither the token nor its plain digest), and authenticated with
+/// HMAC-SHA256 under the same key over the name, the time and the answer.
+/// An entry whose MAC does not verify is a miss, logged at `warn`: a
+/// write to Redis cannot grant access. Redis errors are misses too; after
+/// a failed connection the cache is skipped for a second.
+pub struct SharedIntrospectionCache {
+    client: Client,
+    key: aws_lc_rs::hmac::Key,
+    conn: tokio::sync::Mutex<(Option<MultiplexedConnection>, Option<std::time::Instant>)>,
+}
+
+impl std::fmt::Debug for SharedIntrospectionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedIntrospectionCache")
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedIntrospectionCache {
+    /// A cache in the Redis at `url`, its entries authenticated with
+    /// `key`: at least 32 bytes, the same on every replica, secret.
+    pub fn new(url: &str, key: &[u8]) -> Result<Self, ConfigError> {
+        if key.len() < 32 {
+            return Err(ConfigError::Redis(
+                "the introspection cache key must be at least 32 bytes".into(),
+            ));
+        }
+        let client = Client::open(url).map_err(|e| ConfigError::Redis(e.to_string()))?;
+        Ok(Self {
+            client,
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),
+            conn: tokio::sync::Mutex::new((None, None)),
+        })
+    }
+
+    /// The entry's name: keyed, so that Redis learns nothing of the token.
+    fn name(&self, token: &Digest) -> String {
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.key);
+        ctx.update(b"name");
+        ctx.update(token);
+        let tag = ctx.sign();
+        let mut name = String::from(CACHE_PREFIX);
+        for b in tag.as_ref() {
+            name.push_str(&format!("{b:02x}"));
+        }
+        name
+    }
+
+    /// What an entry's MAC covers: its name (so that an entry cannot be
+    /// moved to another token), its time and the answer.
+    fn signed(name: &str, fetched_at: u64, body: &[u8]) -> Vec<u8> {
+        [
+            b"entry".as_slice(),
+            name.as_bytes(),
+            &fetched_at.to_be_bytes(),
+            body,
+        ]
+        .concat()
+    }
+
+    /// A connection, unless one failed within the last second.
+    async fn connection(&self) -> Option<MultiplexedConnection> {
+        let mut state = self.conn.lock().await;
+        if let Some(c) = &state.0 {
+            return Some(c.clone());
+        }
+        if state.1.is_some_and(|at| at.elapsed() < CACHE_RETRY) {
+            return None;
+        }
+        match connect(&self.client, Duration::from_millis(500)).await {
+            Ok(c) => {
+                *state = (Some(c.clone()), None);
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shared introspection cache unreachable; introspecting");
+                *state = (None, Some(std::time::Instant::now()));
+                None
+            }
+        }
+    }
+
+    async fn failed(&self, e: &::redis::RedisError) {
+        tracing::warn!(error = %e, "shared introspection cache failed; introspecting");
+        *self.conn.lock().await = (None, Some(std::time::Instant::now()));
+    }
+
+    async fn lookup(&self, token: Digest) -> Option<(Vec<u8>, SystemTime)> {
+        let mut conn = self.connection().await?;
+        let name = self.name(&token);
+        let value: Option<Vec<u8>> =
+            match ::redis::cmd("GET").arg(&name).query_async(&mut conn).await {
+                Ok(v) => v,
+                Err(e) => {
+                    self.failed(&e).await;
+                    return None;
+                }
+            };
+        let value = value?;
+        let authentic = value.split_at_checked(32).and_then(|(tag, rest)| {
+            let (at, body) = rest.split_at_checked(8)?;
+            let at = u64::from_be_bytes(at.try_into().ok()?);
+            // Constant time.
+            aws_lc_rs::hmac::verify(&self.key, &Self::signed(&name, at, body), tag).ok()?;
+            Some((body.to_vec(), time(at)))
+        });
+        match authentic {
+            Some(found) => Some(found),
+            None => {
+                tracing::warn!(
+                    "a shared introspection entry failed authentication: treated as a miss"
+                );
+                None
+            }
+        }
+    }
+
+    async fn store(&self, token: Digest, body: Vec<u8>, fetched_at: SystemTime, ttl: Duration) {
+        let Some(mut conn) = self.connection().await else {
+            return;
+        };
+        let name = self.name(&token);
+        let at = secs(fetched_at);
+        let tag = aws_lc_rs::hmac::sign(&self.key, &Self::signed(&name, at, &body));
+        let mut value = tag.as_ref().to_vec();
+        value.extend_from_slice(&at.to_be_bytes());
+        value.extend_from_slice(&body);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: ::redis::RedisResult<()> = ::redis::cmd("SET")
+            .arg(&name)
+            .arg(value)
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = set {
+            self.failed(&e).await;
+        }
+    }
+}
+
+impl SharedAnswers for SharedIntrospectionCache {
+    fn get(&self, token: Digest) -> Pending<'_, Option<(Vec<u8>, SystemTime)>> {
+        Box::pin(self.lookup(token))
+    }
+
+    fn put(
+        &self,
+        token: Digest,
+        body: Vec<u8>,
+        fetched_at: SystemTime,
+        ttl: Duration,
+    ) -> Pending<'_, ()> {
+        Box::pin(self.store(token, body, fetched_at, ttl))
     }
 }
 

@@ -15,6 +15,9 @@
 //! turn does not come, nothing is cached and the request fails closed with
 //! 503.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -85,9 +88,31 @@ pub(crate) struct IntrospectionConfig {
     pub max_entries: u64,
     /// Calls to the endpoint in flight at once.
     pub max_in_flight: usize,
+    /// Answers shared with other replicas, checked like the endpoint's.
+    pub shared: Option<Arc<dyn SharedAnswers>>,
 }
 
-type Digest = [u8; 32];
+/// A future of a shared answer store.
+pub(crate) type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Introspection answers other processes made, keyed by the token's
+/// digest: the endpoint's body and when it was fetched. An implementation
+/// authenticates what it returns (a store that can be written to must not
+/// be able to grant); what it returns is checked again like a fresh
+/// answer. Errors are misses.
+pub(crate) trait SharedAnswers: Send + Sync + 'static {
+    fn get(&self, token: Digest) -> Pending<'_, Option<(Vec<u8>, SystemTime)>>;
+    /// Stores `body` for `ttl`.
+    fn put(
+        &self,
+        token: Digest,
+        body: Vec<u8>,
+        fetched_at: SystemTime,
+        ttl: Duration,
+    ) -> Pending<'_, ()>;
+}
+
+pub(crate) type Digest = [u8; 32];
 
 /// SHA-256 of a token: what the introspection cache stores instead of it.
 fn digest(token: &str) -> Digest {
@@ -214,11 +239,40 @@ impl Introspector {
                 .await
                 .map_err(|_| FetchError::Busy)?
                 .map_err(|_| FetchError::Busy)?;
-            let verdict = self.call(config, rules, token).await?;
-            Ok::<_, FetchError>(Answer {
+            if let Some(shared) = &self.cfg.shared
+                && let Some((body, fetched_at)) = shared.get(key).await
+                && let Ok(verdict) = parse_answer(config, rules, body)
+            {
+                return Ok(Answer {
+                    verdict,
+                    fetched_at,
+                });
+            }
+            let (verdict, body) = self.call(config, rules, token).await?;
+            let fetched_at = config.clock.now();
+            let answer = Answer {
                 verdict,
-                fetched_at: config.clock.now(),
-            })
+                fetched_at,
+            };
+            if let Some(shared) = &self.cfg.shared {
+                // As long as any replica may reuse it, never past `exp`.
+                let lifetime = match &answer.verdict {
+                    Err(_) => INACTIVE_MAX_AGE,
+                    Ok(p) => {
+                        let exp = u64::try_from(p.claims().exp).unwrap_or(0);
+                        let left =
+                            Duration::from_secs(exp).saturating_sub(unix_duration(fetched_at));
+                        self.cfg
+                            .max_age
+                            .max(self.cfg.active_check_max_age)
+                            .min(left)
+                    }
+                };
+                if !lifetime.is_zero() {
+                    shared.put(key, body, fetched_at, lifetime).await;
+                }
+            }
+            Ok::<_, FetchError>(answer)
         };
         match self.cache.try_get_with(key, call).await {
             Ok(answer) => fresh(&answer, rules, now, Duration::MAX)
@@ -232,14 +286,15 @@ impl Introspector {
         }
     }
 
-    /// One call to the endpoint. `Err` only when the endpoint could not
-    /// give an answer; an answer that refuses the token is `Ok(Err(_))`.
+    /// One call to the endpoint, and the body it answered. `Err` only when
+    /// the endpoint could not give an answer; an answer that refuses the
+    /// token is `Ok((Err(_), _))`.
     async fn call(
         &self,
         config: &Config,
         rules: &Rules,
         token: &str,
-    ) -> Result<Result<Principal, TokenError>, FetchError> {
+    ) -> Result<(Result<Principal, TokenError>, Vec<u8>), FetchError> {
         let endpoint = self.endpoint().await?;
         let (id, secret) = (self.cfg.client_id.as_str(), self.cfg.client_secret.as_str());
         let mut form = vec![("token", token), ("token_type_hint", "access_token")];
@@ -259,10 +314,13 @@ impl Introspector {
             .post_form(&endpoint, &form, basic)
             .instrument(span)
             .await
-            .and_then(|body| parse_answer(config, rules, body));
+            .and_then(|body| Ok((parse_answer(config, rules, body.clone())?, body)));
         #[cfg(feature = "metrics")]
         if let Some(m) = &self.metrics {
-            m.called(answer.as_ref().ok().map(Result::is_ok), started.elapsed());
+            m.called(
+                answer.as_ref().ok().map(|(v, _)| v.is_ok()),
+                started.elapsed(),
+            );
         }
         answer
     }
@@ -287,6 +345,10 @@ impl Introspector {
         *discovered = Some(url.clone());
         Ok(url)
     }
+}
+
+fn unix_duration(t: SystemTime) -> Duration {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// The cached verdict if it is still usable at `now`: an inactive answer

@@ -336,3 +336,178 @@ fn now() -> i64 {
         .try_into()
         .unwrap()
 }
+
+/// One command to the Redis on `port` (RESP), its reply as raw text.
+async fn redis_cmd(port: u16, args: &[&[u8]]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut req = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        req.extend_from_slice(a);
+        req.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&req).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn replicas_share_introspection_answers_and_a_forged_one_is_a_miss() {
+    let Some(redis) = Redis::start().await else {
+        return;
+    };
+    let fleet = Fleet::new().await;
+    let endpoint = fleet.idp.introspection_endpoint();
+    let (id, secret) = TestIssuer::INTROSPECTION_CLIENT;
+    let url = redis.url();
+    let env = [
+        ("INTROSPECTION_URI", endpoint.as_str()),
+        ("INTROSPECTION_CLIENT_ID", id),
+        ("INTROSPECTION_CLIENT_SECRET", secret),
+        ("REDIS_CACHE_KEY", "a shared secret of at least 32 bytes"),
+    ];
+    let replicas = [
+        replica(&fleet.idp, &url, &env).await,
+        replica(&fleet.idp, &url, &env).await,
+        replica(&fleet.idp, &url, &env).await,
+    ];
+    let token = fleet.idp.token().expires_in(3600).opaque();
+    for r in &replicas {
+        assert_eq!(fleet.status(r, &token).await, 200);
+    }
+    assert_eq!(fleet.idp.introspections(), 1, "N replicas, one call");
+
+    // Every entry overwritten by someone who can write to Redis but has
+    // not the key: a miss, so the next replica asks the endpoint (and
+    // refuses a token it does not know).
+    let keys = redis_cmd(redis.port, &[b"KEYS", b"tower-bearer:introspection:*"]).await;
+    let keys = String::from_utf8(keys).unwrap();
+    let names: Vec<&str> = keys
+        .lines()
+        .filter(|l| l.starts_with("tower-bearer:"))
+        .collect();
+    assert_eq!(names.len(), 1, "{keys}");
+    let forged = [
+        vec![0u8; 32],
+        0u64.to_be_bytes().to_vec(),
+        br#"{"active":true}"#.to_vec(),
+    ]
+    .concat();
+    redis_cmd(redis.port, &[b"SET", names[0].as_bytes(), &forged]).await;
+    let fourth = replica(&fleet.idp, &url, &env).await;
+    assert_eq!(fleet.status(&fourth, &token).await, 200);
+    assert_eq!(fleet.idp.introspections(), 2, "the forged entry was used");
+}
+
+#[tokio::test]
+async fn rediss_and_a_password_in_the_url_carry_revocations() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tower_bearer::fleet::RedisFanout;
+    use tower_bearer::{RevocationList, Revoke};
+
+    if Redis::binary().is_none() {
+        return;
+    }
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca_issuer)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tower-bearer-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca_file) = (
+        write("server.pem", leaf.pem()),
+        write("server.key", leaf_key.serialize_pem()),
+        write("ca.pem", ca.pem()),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .args([
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_file,
+        ])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Ready to accept connections") {
+        line.clear();
+        use tokio::io::AsyncBufReadExt as _;
+        assert!(
+            out.read_line(&mut line).await.unwrap() > 0,
+            "redis-server with TLS exited"
+        );
+    }
+    tokio::spawn(async move { tokio::io::copy(&mut out, &mut tokio::io::sink()).await });
+
+    let url = format!("rediss://:s3cret@127.0.0.1:{port}/");
+    let (here, there) = (RevocationList::new(), RevocationList::new());
+    let start = |list: &RevocationList| {
+        RedisFanout::builder(&url)
+            .root_certificate(ca.pem())
+            .start(list)
+            .unwrap()
+    };
+    let (a, b) = (start(&here), start(&there));
+    assert!(a.wait_replayed(Duration::from_secs(10)).await);
+    assert!(b.wait_replayed(Duration::from_secs(10)).await);
+    here.revoke(Revoke::TokenId("t-1".into()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while there.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the revocation did not arrive over TLS"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A wrong password: never replayed, within its bound.
+    let wrong = RevocationList::new();
+    let fanout = RedisFanout::builder(format!("rediss://:wrong@127.0.0.1:{port}/"))
+        .root_certificate(ca.pem())
+        .start(&wrong)
+        .unwrap();
+    assert!(!fanout.wait_replayed(Duration::from_millis(300)).await);
+    assert!(wrong.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
