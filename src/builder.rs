@@ -97,10 +97,6 @@ pub enum ConfigError {
         /// The largest value it accepts.
         max: Duration,
     },
-    /// The Redis fan-out cannot be set up: its URL does not parse, its
-    /// root certificate is unusable, or one was started on the list
-    /// already (feature `redis`).
-    Redis(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -134,7 +130,6 @@ impl fmt::Display for ConfigError {
             Self::TooLong { setting, max } => {
                 write!(f, "{setting} must be at most {}", human(*max))
             }
-            Self::Redis(why) => write!(f, "Redis fan-out: {why}"),
         }
     }
 }

@@ -33,7 +33,7 @@
 //! `AUTH`.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), tower_bearer::ConfigError> {
+//! # async fn run() -> Result<(), tower_bearer::fleet::FleetError> {
 //! use std::time::Duration;
 //! use tower_bearer::{RevocationList, fleet::RedisFanout};
 //!
@@ -53,7 +53,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::builder::ConfigError;
 use crate::introspect::{Digest, Pending, SharedAnswers};
 use crate::revocation::{RevocationList, Revoke};
 
@@ -68,6 +67,38 @@ const BATCH: usize = 512;
 const BLOCK: Duration = Duration::from_secs(1);
 /// The largest entry applied: larger ones were not written by a replica.
 const MAX_RECORD_BYTES: usize = 16 * 1024;
+
+/// Why a fan-out or a shared cache cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FleetError {
+    /// The Redis URL, or the root certificate, is unusable.
+    Redis(String),
+    /// The queue capacity is zero, or the stream key empty.
+    EmptySetting(&'static str),
+    /// A fan-out was started on this list already.
+    AlreadyStarted,
+    /// `start` was called outside a Tokio runtime.
+    NoRuntime,
+    /// The shared cache's key is shorter than 32 bytes.
+    KeyTooShort,
+}
+
+impl std::fmt::Display for FleetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Redis(e) => write!(f, "Redis: {e}"),
+            Self::EmptySetting(what) => write!(f, "{what} must not be empty"),
+            Self::AlreadyStarted => f.write_str("a fan-out was started on this list already"),
+            Self::NoRuntime => f.write_str("start the fan-out inside a Tokio runtime"),
+            Self::KeyTooShort => {
+                f.write_str("the shared introspection cache key must be at least 32 bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FleetError {}
 
 /// Configures a [`RedisFanout`]; from [`RedisFanout::builder`].
 #[derive(Debug, Clone)]
@@ -151,8 +182,8 @@ impl RedisFanoutBuilder {
 
     /// Starts publishing `list`'s revocations and following the stream
     /// into it. Needs a Tokio runtime; connects in the background.
-    pub fn start(self, list: &RevocationList) -> Result<RedisFanout, ConfigError> {
-        let err = |e: ::redis::RedisError| ConfigError::Redis(e.to_string());
+    pub fn start(self, list: &RevocationList) -> Result<RedisFanout, FleetError> {
+        let err = |e: ::redis::RedisError| FleetError::Redis(e.to_string());
         let client = match self.root_certificate {
             Some(pem) => Client::build_with_tls(
                 self.url.as_str(),
@@ -164,13 +195,13 @@ impl RedisFanoutBuilder {
             .map_err(err)?,
             None => Client::open(self.url.as_str()).map_err(err)?,
         };
-        if self.queue == 0 || self.stream.is_empty() {
-            return Err(ConfigError::Redis(
-                "the queue capacity and stream key must not be empty".into(),
-            ));
+        if self.queue == 0 {
+            return Err(FleetError::EmptySetting("the queue capacity"));
         }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| ConfigError::Redis("start it inside a Tokio runtime".into()))?;
+        if self.stream.is_empty() {
+            return Err(FleetError::EmptySetting("the stream key"));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| FleetError::NoRuntime)?;
         let (tx, rx) = mpsc::channel::<String>(self.queue);
         let queued = list.set_outbox(Box::new(move |what, until| {
             let Ok(record) = serde_json::to_string(&Record::of(what, until)) else {
@@ -187,9 +218,7 @@ impl RedisFanoutBuilder {
             }
         }));
         if !queued {
-            return Err(ConfigError::Redis(
-                "a fan-out was started on this list already".into(),
-            ));
+            return Err(FleetError::AlreadyStarted);
         }
         let (replayed_tx, replayed) = watch::channel(false);
         let publisher = Publisher {
@@ -545,13 +574,11 @@ impl std::fmt::Debug for SharedIntrospectionCache {
 impl SharedIntrospectionCache {
     /// A cache in the Redis at `url`, its entries authenticated with
     /// `key`: at least 32 bytes, the same on every replica, secret.
-    pub fn new(url: &str, key: &[u8]) -> Result<Self, ConfigError> {
+    pub fn new(url: &str, key: &[u8]) -> Result<Self, FleetError> {
         if key.len() < 32 {
-            return Err(ConfigError::Redis(
-                "the introspection cache key must be at least 32 bytes".into(),
-            ));
+            return Err(FleetError::KeyTooShort);
         }
-        let client = Client::open(url).map_err(|e| ConfigError::Redis(e.to_string()))?;
+        let client = Client::open(url).map_err(|e| FleetError::Redis(e.to_string()))?;
         Ok(Self {
             client,
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key),

@@ -415,6 +415,7 @@ impl RevocationList {
 
     /// Sends every later revocation made through the API to `outbox` too;
     /// `false` if one was set already.
+    #[cfg(feature = "redis")]
     pub(crate) fn set_outbox(&self, outbox: Outbox) -> bool {
         self.outbox.set(outbox).is_ok()
     }
