@@ -140,6 +140,15 @@ impl Fleet {
         }
     }
 
+    /// Three replicas following the Redis at `url`.
+    async fn three(&self, url: &str) -> [Server; 3] {
+        [
+            replica(&self.idp, url, &[]).await,
+            replica(&self.idp, url, &[]).await,
+            replica(&self.idp, url, &[]).await,
+        ]
+    }
+
     fn token(&self) -> String {
         self.idp.token().expires_in(3600).sign()
     }
@@ -193,10 +202,7 @@ async fn a_revocation_on_one_replica_is_refused_on_the_others_and_how_fast() {
         return;
     };
     let fleet = Fleet::new().await;
-    let url = redis.url();
-    let a = replica(&fleet.idp, &url, &[]).await;
-    let b = replica(&fleet.idp, &url, &[]).await;
-    let c = replica(&fleet.idp, &url, &[]).await;
+    let [a, b, c] = fleet.three(&redis.url()).await;
     let mut times = Vec::new();
     for _ in 0..200 {
         let token = fleet.token();
@@ -229,9 +235,7 @@ async fn nothing_is_lost_while_redis_is_down_nor_for_a_replica_restarted() {
     };
     let fleet = Fleet::new().await;
     let url = redis.url();
-    let a = replica(&fleet.idp, &url, &[]).await;
-    let b = replica(&fleet.idp, &url, &[]).await;
-    let mut c = replica(&fleet.idp, &url, &[]).await;
+    let [a, b, mut c] = fleet.three(&url).await;
     let before = fleet.token();
     fleet.revoke(&a, &before).await;
     fleet.refused_after(&c, &before, Instant::now()).await;
@@ -510,4 +514,74 @@ async fn rediss_and_a_password_in_the_url_carry_revocations() {
     assert!(!fanout.wait_replayed(Duration::from_millis(300)).await);
     assert!(wrong.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// One thread: the queue fills before the publisher task runs at all.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_is_logged_at_error_and_what_was_queued_is_published_later() {
+    use tower_bearer::fleet::RedisFanout;
+    use tower_bearer::{RevocationList, Revoke};
+
+    if Redis::binary().is_none() {
+        return;
+    }
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Redis is not there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let list = RevocationList::new();
+    let _fanout = RedisFanout::builder(&url)
+        .queue_capacity(3)
+        .start(&list)
+        .unwrap();
+    for i in 0..10 {
+        list.revoke(Revoke::TokenId(format!("q-{i}")));
+    }
+    assert_eq!(list.len(), 10, "every revocation applies here");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let full: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("queue for Redis is full"))
+        .collect();
+    assert_eq!(full.len(), 7, "{text}");
+    assert!(full.iter().all(|l| l.contains("ERROR")), "{text}");
+
+    let _redis = Redis::on(port).await.expect("redis-server on the port");
+    let other = RevocationList::new();
+    let follower = RedisFanout::builder(&url).start(&other).unwrap();
+    assert!(follower.wait_replayed(Duration::from_secs(10)).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while other.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the queue was not published: {}",
+            other.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(other.len(), 3, "exactly what the queue held");
 }
