@@ -115,10 +115,10 @@ pub(crate) trait SharedAnswers: Send + Sync + 'static {
 pub(crate) type Digest = [u8; 32];
 
 /// SHA-256 of a token: what the introspection cache stores instead of it.
-fn digest(token: &str) -> Digest {
+pub(crate) fn digest(token: impl AsRef<[u8]>) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_ref()).as_ref(),
     );
     out
 }

@@ -6,13 +6,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use aws_lc_rs::digest;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 
 use super::{MAX_SET_BYTES, SetError, SsfReceiver};
 use crate::builder::ConfigError;
+use crate::introspect::digest as sha256;
 
 /// The push endpoint of an [`SsfReceiver`]; from
 /// [`SsfReceiver::push_endpoint`].
@@ -36,12 +36,6 @@ impl std::fmt::Debug for SsfPush {
             .field("receiver", &self.receiver)
             .finish_non_exhaustive()
     }
-}
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, b).as_ref());
-    out
 }
 
 impl SsfPush {
