@@ -259,9 +259,8 @@ impl Introspector {
                 let lifetime = match &answer.verdict {
                     Err(_) => INACTIVE_MAX_AGE,
                     Ok(p) => {
-                        let exp = u64::try_from(p.claims().exp).unwrap_or(0);
-                        let left =
-                            Duration::from_secs(exp).saturating_sub(unix_duration(fetched_at));
+                        let left = p.claims().exp.saturating_sub(unix_seconds(fetched_at));
+                        let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
                         self.cfg
                             .max_age
                             .max(self.cfg.active_check_max_age)
@@ -345,10 +344,6 @@ impl Introspector {
         *discovered = Some(url.clone());
         Ok(url)
     }
-}
-
-fn unix_duration(t: SystemTime) -> Duration {
-    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
 }
 
 /// The cached verdict if it is still usable at `now`: an inactive answer
