@@ -58,7 +58,7 @@ use crate::builder::ConfigError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     DEFAULT_FETCH_TIMEOUT, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
-    DEFAULT_REFETCH_COOLDOWN, Limits,
+    DEFAULT_REFETCH_COOLDOWN, DISCOVERY_MAX_AGE, Limits, MAX_JWKS_MAX_AGE, MIN_JWKS_MAX_AGE,
 };
 use crate::error::TokenError;
 use crate::fetch::{Fetcher, acceptable_url, loggable};
@@ -424,11 +424,11 @@ impl Inner {
     fn key_store(&self, jwks: Url) -> Arc<KeyStore> {
         let policy = KeyPolicy {
             default_max_age: DEFAULT_JWKS_MAX_AGE,
-            min_max_age: Duration::from_secs(60),
-            max_max_age: Duration::from_secs(24 * 3600),
+            min_max_age: MIN_JWKS_MAX_AGE,
+            max_max_age: MAX_JWKS_MAX_AGE,
             max_stale: DEFAULT_MAX_STALE,
             cooldown: DEFAULT_REFETCH_COOLDOWN,
-            discovery_max_age: Duration::from_secs(24 * 3600),
+            discovery_max_age: DISCOVERY_MAX_AGE,
         };
         KeyStore::new(
             Source::Jwks(jwks, KeySet::default()),
