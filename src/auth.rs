@@ -365,7 +365,8 @@ impl Shared {
     ) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
-        let Some(hit) = cache.get(token, now) else {
+        let secs = unix_seconds(now);
+        let Some(hit) = cache.get(token, now, secs) else {
             #[cfg(feature = "metrics")]
             if let Some(m) = &self.metrics {
                 m.cache_misses.increment(1);
@@ -380,7 +381,7 @@ impl Shared {
         seen.issuer = hit.issuer().label;
         let p = hit.principal();
         Some(
-            match jwt::check_time_claims(&hit.issuer().rules, p.claims(), unix_seconds(now)) {
+            match jwt::check_time_claims(&hit.issuer().rules, p.claims(), secs) {
                 Ok(()) => self.accept(p.clone(), now),
                 Err(e) => {
                     cache.invalidate(token);
@@ -632,16 +633,24 @@ impl Shared {
         let p =
             jwt::principal(&self.config, &issuer.rules, jws, key).map_err(|e| self.refuse(e))?;
         self.saw_lifetime(&p);
-        if let Some(cache) = &self.cache {
-            cache.insert(
-                token,
-                p.clone(),
-                issuer.clone(),
-                Arc::downgrade(key),
-                set_id,
-                unix_seconds(now),
-            );
-        }
+        let p = match &self.cache {
+            None => p,
+            Some(cache) => {
+                // One copy of the token: the cache's key, and the
+                // principal's claim set.
+                let token: Arc<str> = Arc::from(token);
+                let p = p.keeping_token(&token);
+                cache.insert(
+                    token,
+                    p.clone(),
+                    issuer.clone(),
+                    Arc::downgrade(key),
+                    set_id,
+                    unix_seconds(now),
+                );
+                p
+            }
+        };
         self.accept(p, now)
     }
 

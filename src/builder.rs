@@ -580,9 +580,11 @@ impl<M> Builder<M> {
     }
 
     /// The verified-token cache: a repeated JWT skips the signature check.
-    /// At most `max_entries` tokens (rounded up to a multiple of the
-    /// cache's segments, a few per core), each for at most
-    /// `max_ttl` and never past its `exp`. Defaults: 10 000, 5 min;
+    /// At most about `max_entries` tokens, each for at most `max_ttl` and
+    /// never past its `exp`. The bound is split among the cache's shards
+    /// (four per core), which fill unevenly: for every one of N clients'
+    /// tokens to stay cached, give room for about 2 N. A token seen once
+    /// is evicted before those seen again. Defaults: 10 000, 5 min;
     /// `max_ttl` at most [`MAX_LIFETIME`].
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.s.token_cache = Some((max_entries, max_ttl));

@@ -370,8 +370,7 @@ impl RevocationList {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for cache in caches.iter().filter_map(Weak::upgrade) {
-            let what = what.clone();
-            cache.invalidate_matching(move |p| matches(&what, p));
+            cache.invalidate_matching(|p| matches(what, p));
         }
     }
 

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::alg::Algorithm;
@@ -219,8 +221,9 @@ struct Inner {
     claims: RegisteredClaims,
     scopes: Scopes,
     roles: Roles,
-    cnf: Option<Confirmation>,
-    payload: Box<str>,
+    /// Boxed: most tokens have none, and a cached entry pays for the slot.
+    cnf: Option<Box<Confirmation>>,
+    payload: Payload,
     /// `None` for a token accepted through introspection.
     alg: Option<Algorithm>,
     kid: Option<Box<str>>,
@@ -258,7 +261,7 @@ impl Principal {
     /// whoever holds it may use. The layer has checked the binding before
     /// a handler sees the principal.
     pub fn confirmation(&self) -> Option<&Confirmation> {
-        self.0.cnf.as_ref()
+        self.0.cnf.as_deref()
     }
 
     /// `sub`, if present.
@@ -297,8 +300,34 @@ impl Principal {
     pub fn deserialize_claims<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0.payload)
+        match &self.0.payload {
+            Payload::Json(json) => serde_json::from_str(json),
+            Payload::Token(token) => {
+                let segment = token.split('.').nth(1).unwrap_or_default();
+                let json = URL_SAFE_NO_PAD.decode(segment).map_err(de::Error::custom)?;
+                serde_json::from_slice(&json)
+            }
+        }
     }
+
+    /// The same principal, its claim set read from `token` when asked for
+    /// rather than kept decoded: the verified-token cache holds the token
+    /// anyway. Unchanged if the principal is shared already.
+    pub(crate) fn keeping_token(mut self, token: &Arc<str>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.payload = Payload::Token(token.clone());
+        }
+        self
+    }
+}
+
+/// A principal's claim set.
+enum Payload {
+    /// As JSON text: introspection answers, and tokens no cache keeps.
+    Json(Box<str>),
+    /// The verified JWS itself, whose payload is decoded when asked for:
+    /// a cached token's claims are not kept twice.
+    Token(Arc<str>),
 }
 
 impl fmt::Debug for Principal {
@@ -387,8 +416,8 @@ pub(crate) fn parse(
         },
         scopes: Scopes(scopes.into()),
         roles: Roles(roles.into()),
-        cnf: out.cnf,
-        payload: payload.into(),
+        cnf: out.cnf.map(Box::new),
+        payload: Payload::Json(payload.into()),
         alg,
         kid,
     })))
