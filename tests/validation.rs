@@ -938,19 +938,28 @@ async fn typed_claims_are_available_to_the_application() {
         roles: Vec<String>,
     }
     let s = Setup::new().await;
-    let p = s
-        .auth
-        .validate(
-            &s.idp
-                .token()
-                .claim("tenant", "acme")
-                .claim("roles", json!(["a"]))
-                .sign(),
-        )
-        .await
+    let token = s
+        .idp
+        .token()
+        .claim("tenant", "acme")
+        .claim("roles", json!(["a"]))
+        .sign();
+    // Verified, then a cache hit (which reads the claim set from the
+    // cached token), then by a validator without a cache.
+    let uncached = BearerAuthLayer::builder()
+        .issuer(s.idp.issuer())
+        .audience(s.idp.audience())
+        .jwks_json(s.idp.jwks_json())
+        .no_token_cache()
+        .build()
         .unwrap();
-    let mine: Mine = p.deserialize_claims().unwrap();
-    assert_eq!((mine.tenant.as_str(), mine.roles.len()), ("acme", 1));
+    let p = s.auth.validate(&token).await.unwrap();
+    let hit = s.auth.validate(&token).await.unwrap();
+    let fresh = uncached.validate(&token).await.unwrap();
+    for p in [&p, &hit, &fresh] {
+        let mine: Mine = p.deserialize_claims().unwrap();
+        assert_eq!((mine.tenant.as_str(), mine.roles.len()), ("acme", 1));
+    }
     assert_eq!(p.claims().client_id.as_deref(), Some("test-client"));
     assert!(p.claims().jti.is_some() && p.claims().iat.is_some());
     // Debug output never holds the whole claim set.
