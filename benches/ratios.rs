@@ -114,7 +114,7 @@ fn main() {
         let us = |(a, b, c): (f64, f64, f64)| (a / 1000.0, b / 1000.0, c / 1000.0);
         for (name, case) in [
             ("hit-us", Case::Cached),
-            ("hit-pool-us", Case::CachedPool),
+            ("hit-10k-us", Case::CachedMany),
             ("hit-10-issuers-us", Case::CachedTenIssuers),
         ] {
             let (a, b) = (at((case, 1)), at((Case::Open, 1)));

@@ -30,17 +30,20 @@ use tower_bearer::{Algorithm, BearerAuthLayer, ClaimPath, TrustedIssuer};
 /// which the validators see as https (their default request scheme).
 const DPOP_HTU: &str = "https://bench.test/";
 
-/// Distinct tokens: each new to the cold validator (its cache holds one
-/// per segment, a handful), all cached by the other.
+/// Distinct tokens: each new to the cold validator (its cache holds one),
+/// all cached by the other.
 pub const POOL: usize = 512;
+
+/// Clients in turn for `CachedMany`: the "many clients".
+pub const MANY: usize = 10_000;
 
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 /// Everything measured for one algorithm.
 pub struct Fixture {
     pub idp: TestIssuer,
-    /// A validator whose cache holds one token per segment: cycling
-    /// through the pool, every token is new to it.
+    /// A validator whose cache holds one token: cycling through the pool,
+    /// every token is new to it.
     cold: BearerAuthLayer,
     /// A validator with the default cache.
     cached: BearerAuthLayer,
@@ -77,6 +80,8 @@ pub struct Fixture {
     /// per request would measure the allocator (glibc's frees of that
     /// size barely scale to two threads here).
     values: Vec<HeaderValue>,
+    /// `Authorization` values of `MANY` distinct tokens, all cached.
+    many: Vec<HeaderValue>,
     key: ParsedPublicKey,
     jwt_key: jsonwebtoken::DecodingKey,
     jwt_validation: jsonwebtoken::Validation,
@@ -125,7 +130,12 @@ impl Fixture {
             .token_cache(1, Duration::from_secs(300))
             .build()
             .unwrap();
-        let cached = builder().build().unwrap();
+        // Room for the many with a margin: a sharded cache's shards fill
+        // unevenly.
+        let cached = builder()
+            .token_cache(2 * MANY as u64, Duration::from_secs(300))
+            .build()
+            .unwrap();
         let uncached = builder().no_token_cache().build().unwrap();
         // Nine other issuers first: the token's is found last.
         let ten = || {
@@ -173,16 +183,16 @@ impl Fixture {
             .map(|t| dpop_key.proof("GET", DPOP_HTU, t).sign())
             .collect();
         let proof_key = floor_key(dpop_key.public_jwk(), Algorithm::ES256);
-        let values = pool
-            .iter()
-            .map(|t| HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {t}"))).unwrap())
-            .collect();
-        // Every pool token verified once: `CachedPool` measures hits only.
-        for token in &pool {
+        let value = |t: &String| {
+            HeaderValue::from_maybe_shared(Bytes::from(format!("Bearer {t}"))).unwrap()
+        };
+        let values = pool.iter().map(value).collect();
+        let many_tokens: Vec<String> = (0..MANY).map(|i| mint(&idp, POOL + i)).collect();
+        let many = many_tokens.iter().map(value).collect();
+        // Every token of the many verified once: `CachedMany` measures
+        // hits only.
+        for token in &many_tokens {
             rt.block_on(cached.validate(token)).unwrap();
-            rt.block_on(cached_ten.validate(token)).unwrap();
-            #[cfg(feature = "metrics")]
-            rt.block_on(cached_metrics.validate(token)).unwrap();
         }
         // `validate` refuses a bound token (its proof is the request's),
         // having verified and cached it.
@@ -223,6 +233,7 @@ impl Fixture {
             proof_key,
             pool,
             values,
+            many,
             jwt_key,
             jwt_validation,
             next: AtomicUsize::new(0),
@@ -297,18 +308,36 @@ impl Fixture {
     }
 
     fn request(&self, i: usize) -> Request<()> {
-        Request::get("/")
-            .header(AUTHORIZATION, self.values[i].clone())
-            .body(())
-            .unwrap()
+        with_token(&self.values[i])
+    }
+
+    /// Requests for the next `n` of the many tokens, from thread `t`'s own
+    /// place in their turn.
+    fn many_requests(&self, t: usize, n: u64) -> Vec<Request<()>> {
+        (0..n)
+            .map(|_| {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                with_token(&self.many[(t * MANY / 2 + i) % MANY])
+            })
+            .collect()
     }
 }
 
-fn b64d(s: &str) -> Vec<u8> {
+/// A request carrying `value`, its bytes read once as a server's parser
+/// reads them: a token a server has just received is in the CPU's cache.
+pub fn with_token(value: &HeaderValue) -> Request<()> {
+    black_box(value.as_bytes().iter().fold(0u8, |a, b| a ^ b));
+    Request::get("/")
+        .header(AUTHORIZATION, value.clone())
+        .body(())
+        .unwrap()
+}
+
+pub fn b64d(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(s).unwrap()
 }
 
-fn floor_key(jwk: &Value, alg: Algorithm) -> ParsedPublicKey {
+pub fn floor_key(jwk: &Value, alg: Algorithm) -> ParsedPublicKey {
     let s = |k: &str| b64d(jwk[k].as_str().unwrap());
     match alg {
         Algorithm::RS256 => RsaPublicKeyComponents {
@@ -359,12 +388,12 @@ where
 
 /// A realistic access token, numbered `i`: about 1 KB with RS256, with the
 /// claims a Keycloak access token carries.
-fn mint(idp: &TestIssuer, i: usize) -> String {
+pub fn mint(idp: &TestIssuer, i: usize) -> String {
     realistic(idp, i).sign()
 }
 
 /// The token [`mint`] signs, still to be signed.
-fn realistic(idp: &TestIssuer, i: usize) -> tower_bearer::testing::TokenBuilder<'_> {
+pub fn realistic(idp: &TestIssuer, i: usize) -> tower_bearer::testing::TokenBuilder<'_> {
     idp.token()
         .scope("openid profile email documents:read documents:write")
         .claim("azp", "web-frontend")
@@ -380,6 +409,46 @@ fn realistic(idp: &TestIssuer, i: usize) -> tower_bearer::testing::TokenBuilder<
         .claim("preferred_username", "alice.example")
         .claim("email", "alice@example.com")
         .expires_in(86_400)
+}
+
+/// The `Authorization` values of `n` distinct tokens of about `bytes`
+/// bytes, signed on every core.
+pub fn tokens(idp: &TestIssuer, n: usize, bytes: usize) -> Vec<HeaderValue> {
+    let sample = realistic(idp, 0).claim("pad", "").sign();
+    let pad = bytes.saturating_sub(sample.len()) * 3 / 4;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| {
+                            let token = realistic(idp, i).claim("pad", "p".repeat(pad)).sign();
+                            HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    })
+}
+
+/// Verifies and caches each of `values` through `auth`, on every core.
+pub fn fill(rt: &tokio::runtime::Runtime, auth: &BearerAuthLayer, values: &[HeaderValue]) {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = values.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        for part in values.chunks(chunk) {
+            s.spawn(move || {
+                for v in part {
+                    let token = &v.to_str().unwrap()["Bearer ".len()..];
+                    rt.block_on(auth.validate(token)).unwrap();
+                }
+            });
+        }
+    });
 }
 
 /// Two tokens as large as the default size limit allows, signed by the
@@ -538,8 +607,8 @@ pub enum Case {
     Cold,
     /// The layer with a repeated token.
     Cached,
-    /// The layer with the pool's tokens in turn, all cached: many clients.
-    CachedPool,
+    /// The layer with `MANY` tokens in turn, all cached: many clients.
+    CachedMany,
     /// The layer without a cache, with a token whose header is the
     /// costliest within the limits: 32 members with long names alike but
     /// for their last bytes.
@@ -575,7 +644,7 @@ pub const TWO_THREADS: [Case; 5] = [
     Case::Open,
     Case::Cold,
     Case::Cached,
-    Case::CachedPool,
+    Case::CachedMany,
 ];
 
 impl Case {
@@ -585,7 +654,7 @@ impl Case {
         Case::Open,
         Case::Cold,
         Case::Cached,
-        Case::CachedPool,
+        Case::CachedMany,
     ];
 
     pub fn name(self) -> &'static str {
@@ -595,7 +664,7 @@ impl Case {
             Case::Open => "open",
             Case::Cold => "cold",
             Case::Cached => "cached",
-            Case::CachedPool => "cached-pool",
+            Case::CachedMany => "cached-10k",
             Case::HostileHeader => "hostile-header",
             Case::PlainHeader => "plain-header",
             Case::UnknownKid => "unknown-kid",
@@ -660,24 +729,14 @@ impl Fixture {
     }
 
     /// `n` requests of a case for thread `t`: new tokens for `Cold`, the
-    /// pool in turn for `CachedPool`, else thread `t`'s own repeated token.
+    /// many in turn for `CachedMany`, else thread `t`'s own repeated token.
     pub fn requests(&self, case: Case, t: usize, n: u64) -> Vec<Request<()>> {
-        let with = |value: &HeaderValue| {
-            (0..n)
-                .map(|_| {
-                    Request::get("/")
-                        .header(AUTHORIZATION, value.clone())
-                        .body(())
-                        .unwrap()
-                })
-                .collect()
-        };
+        let with = |value: &HeaderValue| (0..n).map(|_| with_token(value)).collect();
         match case {
-            Case::Cold
-            | Case::CachedPool
-            | Case::ColdTenIssuers
-            | Case::ColdRoles
-            | Case::ColdMetrics => self.fresh_requests(n),
+            Case::CachedMany => self.many_requests(t, n),
+            Case::Cold | Case::ColdTenIssuers | Case::ColdRoles | Case::ColdMetrics => {
+                self.fresh_requests(n)
+            }
             Case::HostileHeader => with(&self.hostile_header),
             Case::PlainHeader => with(&self.plain_header),
             Case::UnknownKid => with(&self.unknown_kid),
