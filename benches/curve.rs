@@ -295,15 +295,19 @@ fn small_tokens(idp: &TestIssuer, bytes: usize) -> Vec<HeaderValue> {
             .claim("n", i)
             .expires_in(86_400)
     };
-    // Base64 rounds: the padding found by trying, a byte less at a time.
-    let sized = |pad: usize| base(10).claim("pad", "p".repeat(pad)).sign().len();
-    let mut pad = bytes.saturating_sub(sized(0)) * 3 / 4 + 2;
-    while pad > 0 && sized(pad) > bytes {
-        pad -= 1;
-    }
+    // Base64 rounds, and the ids in the claims grow: each token's padding
+    // found by trying, a byte less at a time.
+    let first = bytes.saturating_sub(base(10).claim("pad", "").sign().len()) * 3 / 4 + 2;
     (10..74)
         .map(|i| {
-            let token = base(i).claim("pad", "p".repeat(pad)).sign();
+            let mut pad = first;
+            let token = loop {
+                let token = base(i).claim("pad", "p".repeat(pad)).sign();
+                if token.len() <= bytes || pad == 0 {
+                    break token;
+                }
+                pad -= 1;
+            };
             HeaderValue::from_str(&format!("Bearer {token}")).unwrap()
         })
         .collect()
