@@ -582,10 +582,13 @@ impl<M> Builder<M> {
     /// The verified-token cache: a repeated JWT skips the signature check.
     /// At most about `max_entries` tokens, each for at most `max_ttl` and
     /// never past its `exp`. The bound is split among the cache's shards
-    /// (four per core), which fill unevenly: for every one of N clients'
-    /// tokens to stay cached, give room for about 2 N. A token seen once
-    /// is evicted before those seen again. Defaults: 10 000, 5 min;
-    /// `max_ttl` at most [`MAX_LIFETIME`].
+    /// (four per core, fewer for small bounds), which fill unevenly: for
+    /// every one of N clients' tokens to stay cached, give room for about
+    /// 2 N. A token seen once is evicted before those seen again; an entry
+    /// past its lifetime is dropped at its next lookup or pushed out by new
+    /// tokens. `max_entries` 0 turns the cache off, as
+    /// [`no_token_cache`](Self::no_token_cache) does. Defaults: 10 000,
+    /// 5 min; `max_ttl` at most [`MAX_LIFETIME`].
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.s.token_cache = Some((max_entries, max_ttl));
         self
@@ -824,6 +827,7 @@ impl<M> Builder<M> {
         let cache = self
             .s
             .token_cache
+            .filter(|&(entries, _)| entries > 0)
             .map(|(entries, ttl)| Arc::new(TokenCache::new(entries, ttl)));
         if let Some(cache) = &cache {
             for list in &self.s.revocation_lists {

@@ -63,8 +63,9 @@ impl Hit {
 pub(crate) struct TailHash(RandomState);
 
 impl TailHash {
-    /// 128 bits of signature: as unique as any two tokens need, and one
-    /// SipHash block fewer than 32 bytes and a length prefix.
+    /// 16 base64url characters, over 90 bits of signature: distinct for
+    /// the tokens an issuer signs, and three SipHash blocks fewer than 32
+    /// bytes and a length prefix. A collision only costs a comparison.
     const TAIL: usize = 16;
 }
 
@@ -84,8 +85,8 @@ impl Hasher for Tail {
             .write(&bytes[bytes.len().saturating_sub(TailHash::TAIL)..]);
     }
 
-    /// The length prefix `[u8]`'s `Hash` writes first: tokens that differ
-    /// in length differ in their tails too, and the bytes are compared.
+    /// The length prefix `[u8]`'s `Hash` writes first, skipped alike for
+    /// entries and lookups: the bytes are compared anyway.
     fn write_usize(&mut self, _: usize) {}
 
     fn finish(&self) -> u64 {
@@ -166,7 +167,9 @@ impl TokenCache {
         if current {
             Some(Hit(entry))
         } else {
-            self.entries.remove(token);
+            // This very entry: another thread may have verified the token
+            // again meanwhile.
+            self.entries.remove_if(token, |e| Arc::ptr_eq(e, &entry));
             None
         }
     }
@@ -198,8 +201,9 @@ impl TokenCache {
 
     /// Drops every entry whose principal matches.
     pub(crate) fn invalidate_matching(&self, pred: impl Fn(&Principal) -> bool) {
-        // One pass over the shards, each write-locked in turn: revocations
-        // are rare next to requests, and each is checked per request anyway.
+        // One pass over the shards, each write-locked in turn while it is
+        // scanned (its hits wait): revocations are rare next to requests,
+        // and each is checked per request anyway.
         self.entries.retain(|_, e| !pred(&e.principal));
     }
 }

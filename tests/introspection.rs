@@ -332,12 +332,18 @@ async fn a_cached_verification_lives_no_longer_than_the_configured_maximum() {
 
 #[tokio::test]
 async fn the_cache_can_be_turned_off() {
-    let s = setup_with(|b| b.no_token_cache()).await;
-    let token = s.idp.token().sign();
-    for _ in 0..3 {
-        assert!(s.auth.validate(&token).await.is_ok());
+    let off: [fn(Builder) -> Builder; 2] = [
+        |b| b.no_token_cache(),
+        |b| b.token_cache(0, Duration::from_secs(60)),
+    ];
+    for off in off {
+        let s = setup_with(off).await;
+        let token = s.idp.token().sign();
+        for _ in 0..3 {
+            assert!(s.auth.validate(&token).await.is_ok());
+        }
+        assert_eq!(s.auth.stats().signatures_verified, 3);
     }
-    assert_eq!(s.auth.stats().signatures_verified, 3);
 }
 
 #[tokio::test]
