@@ -47,7 +47,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -304,7 +307,9 @@ fn main() {
             for i in 0..MANY {
                 cache.insert(Arc::from(token(i)), value());
             }
-            let fresh = (MANY..MANY + 200_000).map(|i| Arc::from(token(i))).collect();
+            let fresh = (MANY..MANY + 200_000)
+                .map(|i| Arc::from(token(i)))
+                .collect();
             (cache, fresh)
         })
         .collect();
