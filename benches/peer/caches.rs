@@ -101,32 +101,21 @@ struct Quick(quick_cache::sync::Cache<Key, Value, quick_cache::UnitWeighter, Tai
 struct Papaya(papaya::HashMap<Key, Value, TailHash>);
 struct Scc(scc::HashCache<Key, Value, TailHash>);
 
-impl Candidate for MokaSegmented {
-    fn get(&self, token: &[u8]) -> Option<Value> {
-        self.0.get(token)
-    }
-    fn insert(&self, token: Key, value: Value) {
-        self.0.insert(token, value)
-    }
+/// The caches whose own `get` and `insert` have the trait's shape.
+macro_rules! same_shape {
+    ($($candidate:ty),*) => {$(
+        impl Candidate for $candidate {
+            fn get(&self, token: &[u8]) -> Option<Value> {
+                self.0.get(token)
+            }
+            fn insert(&self, token: Key, value: Value) {
+                self.0.insert(token, value)
+            }
+        }
+    )*};
 }
 
-impl Candidate for Moka {
-    fn get(&self, token: &[u8]) -> Option<Value> {
-        self.0.get(token)
-    }
-    fn insert(&self, token: Key, value: Value) {
-        self.0.insert(token, value)
-    }
-}
-
-impl Candidate for Quick {
-    fn get(&self, token: &[u8]) -> Option<Value> {
-        self.0.get(token)
-    }
-    fn insert(&self, token: Key, value: Value) {
-        self.0.insert(token, value)
-    }
-}
+same_shape!(MokaSegmented, Moka, Quick);
 
 impl Candidate for Papaya {
     fn get(&self, token: &[u8]) -> Option<Value> {
