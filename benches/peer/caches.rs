@@ -237,30 +237,21 @@ impl Filled {
     }
 
     /// `n` hits on `threads` threads: thread `t` cycles through the tokens
-    /// from its own offset (`spread`), or repeats token `t`.
-    fn hits(&self, threads: usize, n: u64, spread: bool) -> Duration {
+    /// from its own offset (`spread`), or repeats token `t`. Without
+    /// `lookup`, the same loop alone: the baseline a hit is taken from.
+    fn hits(&self, threads: usize, n: u64, spread: bool, lookup: bool) -> Duration {
         let len = self.requests.len();
         parallel(threads, n, |t, share| {
             move || {
                 let start = Instant::now();
                 for i in 0..share as usize {
                     let at = if spread { (t * len / 2 + i) % len } else { t };
-                    black_box(self.cache.get(black_box(&self.requests[at])));
-                }
-                start.elapsed()
-            }
-        })
-    }
-
-    /// The same loop without the lookup: the baseline a hit is taken from.
-    fn none(&self, threads: usize, n: u64, spread: bool) -> Duration {
-        let len = self.requests.len();
-        parallel(threads, n, |t, share| {
-            move || {
-                let start = Instant::now();
-                for i in 0..share as usize {
-                    let at = if spread { (t * len / 2 + i) % len } else { t };
-                    black_box(black_box(&self.requests[at]).len());
+                    let request = black_box(&self.requests[at]);
+                    if lookup {
+                        black_box(self.cache.get(request));
+                    } else {
+                        black_box(request.len());
+                    }
                 }
                 start.elapsed()
             }
@@ -305,15 +296,15 @@ fn main() {
     let next = std::sync::atomic::AtomicUsize::new(0);
     type Timer<'a> = Box<dyn Fn(u64) -> Duration + Sync + 'a>;
     let mut timers: Vec<Timer> = vec![
-        Box::new(|n| one[0].none(1, n, false)),
-        Box::new(|n| many[0].none(1, n, true)),
-        Box::new(|n| many[0].none(2, n, true)),
+        Box::new(|n| one[0].hits(1, n, false, false)),
+        Box::new(|n| many[0].hits(1, n, true, false)),
+        Box::new(|n| many[0].hits(2, n, true, false)),
     ];
     for c in 0..CANDIDATES.len() {
         let (one, many, full, next) = (&one[c], &many[c], &full[c], &next);
-        timers.push(Box::new(move |n| one.hits(1, n, false)));
-        timers.push(Box::new(move |n| many.hits(1, n, true)));
-        timers.push(Box::new(move |n| many.hits(2, n, true)));
+        timers.push(Box::new(move |n| one.hits(1, n, false, true)));
+        timers.push(Box::new(move |n| many.hits(1, n, true, true)));
+        timers.push(Box::new(move |n| many.hits(2, n, true, true)));
         timers.push(Box::new(move |n| {
             let (cache, fresh) = full;
             let start = Instant::now();
