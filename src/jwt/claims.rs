@@ -296,7 +296,9 @@ impl Principal {
     }
 
     /// Deserializes the whole claim set into your own type, for claims this
-    /// crate does not model (roles, tenant ids, …).
+    /// crate does not model (roles, tenant ids, …). Each call parses it
+    /// (and, for a token the verified-token cache holds, decodes it from
+    /// the token first): call it once per request, not once per claim.
     pub fn deserialize_claims<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<T, serde_json::Error> {
