@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, header};
 use tracing::Instrument as _;
 
 use crate::cache::TokenCache;
-use crate::clock::unix_seconds;
+use crate::clock::{unix_millis, unix_seconds};
 use crate::config::Config;
 use crate::error::{AuthError, Challenge, Protocol, Refusal, TokenError};
 use crate::fetch::FetchError;
@@ -365,8 +365,10 @@ impl Shared {
     ) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
         let now = self.config.clock.now();
-        let secs = unix_seconds(now);
-        let Some(hit) = cache.get(token, now, secs) else {
+        // One conversion of the clock's reading per request.
+        let ms = unix_millis(now);
+        let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+        let Some(hit) = cache.get(token, now, ms, secs) else {
             #[cfg(feature = "metrics")]
             if let Some(m) = &self.metrics {
                 m.cache_misses.increment(1);

@@ -149,10 +149,11 @@ impl TokenCache {
     /// it, if that was less than the maximum lifetime ago and its key is
     /// still in that issuer's current set. The token's own time claims are
     /// the caller's.
-    /// `secs` is `now` in Unix seconds, worked out once per request.
-    pub(crate) fn get(&self, token: &[u8], now: SystemTime, secs: i64) -> Option<Hit> {
+    /// `ms` and `secs` are `now` in Unix milliseconds and seconds, worked
+    /// out once per request.
+    pub(crate) fn get(&self, token: &[u8], now: SystemTime, ms: u64, secs: i64) -> Option<Hit> {
         let entry = self.entries.get(token)?;
-        let keys = entry.issuer.keys.snapshot(now);
+        let keys = entry.issuer.keys.snapshot_at(now, ms);
         let p = &entry.principal;
         let young = secs.saturating_sub(entry.verified_at) < self.max_ttl_secs;
         let current = young

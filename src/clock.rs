@@ -78,6 +78,13 @@ impl Clock for ManualClock {
     }
 }
 
+/// Milliseconds since the Unix epoch; times before it count as 0, and
+/// times past `u64::MAX` ms as one less (`u64::MAX` means never).
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX - 1))
+}
+
 /// Whole seconds since the Unix epoch; times before it count as 0.
 pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

@@ -38,7 +38,7 @@ use url::Url;
 use super::set::KeySet;
 use super::share::{FetchBudget, StorePool};
 use crate::alg::Algorithm;
-use crate::clock::Clock;
+use crate::clock::{Clock, unix_millis};
 use crate::config::Limits;
 use crate::fetch::{FetchError, Fetched, Fetcher, Validators, loggable};
 use crate::telemetry::{FetchResult, KeyObserver, KeyReading};
@@ -388,13 +388,19 @@ impl KeyStore {
     /// The keys usable at `now`, without locking. Starts a background
     /// refresh when one is due; never waits for it.
     pub(crate) fn snapshot(self: &Arc<Self>, now: SystemTime) -> Snapshot {
-        if unix_millis(now) >= self.next_background.load(Ordering::Relaxed) {
+        self.snapshot_at(now, unix_millis(now))
+    }
+
+    /// [`snapshot`](Self::snapshot), with `now` in Unix milliseconds
+    /// worked out already (a cache hit has it).
+    pub(crate) fn snapshot_at(self: &Arc<Self>, now: SystemTime, now_ms: u64) -> Snapshot {
+        if now_ms >= self.next_background.load(Ordering::Relaxed) {
             self.spawn_background_refresh();
         }
         if self.delegated.load(Ordering::Acquire)
             && let Some(owner) = self.delegate.load().as_ref()
         {
-            return owner.snapshot(now);
+            return owner.snapshot_at(now, now_ms);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = self.current.load();
@@ -879,11 +885,6 @@ fn jitter() -> f64 {
     let mut bytes = [0u8; 2];
     let random = aws_lc_rs::rand::fill(&mut bytes).map_or(0x8000, |()| u16::from_le_bytes(bytes));
     0.8 + 0.2 * f64::from(random) / 65536.0
-}
-
-fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(NEVER - 1))
 }
 
 fn far_future() -> SystemTime {
