@@ -23,7 +23,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{Paired, b64d, fill, floor_key, inner, paired_settings, serve, tokens, with_token};
+use common::{Paired, fill, floor_key, floor_of, in_turn, inner, paired_settings, serve, tokens};
 use http::HeaderValue;
 use tower_bearer::testing::TestIssuer;
 use tower_bearer::{Algorithm, BearerAuthLayer, TrustedIssuer};
@@ -41,20 +41,6 @@ fn main() {
     keys(&rt, count, round);
     issuers(&rt, count, round);
     size(&rt, count, round);
-}
-
-/// `n` requests in turn through `values`, from `at`.
-fn turn(
-    values: &[HeaderValue],
-    at: &std::sync::atomic::AtomicUsize,
-    n: u64,
-) -> Vec<http::Request<()>> {
-    (0..n)
-        .map(|_| {
-            let i = at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            with_token(&values[i % values.len()])
-        })
-        .collect()
 }
 
 /// Resident memory of this process, bytes (Linux).
@@ -109,14 +95,14 @@ fn hit_and_memory(rt: &tokio::runtime::Runtime, max: usize, count: usize, round:
         let slice = &values[..n];
         let at = std::sync::atomic::AtomicUsize::new(0);
         let timers = [
-            Box::new(|k| serve(1, k, inner, |_, k| turn(slice, &at, k)))
+            Box::new(|k| serve(1, k, inner, |_, k| in_turn(slice, &at, 0, k)))
                 as Box<dyn Fn(u64) -> Duration>,
             Box::new(|k| {
                 serve(
                     1,
                     k,
                     || tower::Layer::layer(&auth, inner()),
-                    |_, k| turn(slice, &at, k),
+                    |_, k| in_turn(slice, &at, 0, k),
                 )
             }),
         ];
@@ -142,7 +128,7 @@ fn cold<'a>(
             1,
             k,
             || tower::Layer::layer(auth, inner()),
-            |_, k| turn(values, at, k),
+            |_, k| in_turn(values, at, 0, k),
         )
     }
 }
@@ -265,11 +251,7 @@ fn size(rt: &tokio::runtime::Runtime, count: usize, round: Duration) {
             let start = Instant::now();
             for i in 0..k as usize {
                 let token = &values[i % values.len()].to_str().unwrap()[7..];
-                let (input, sig) = token.rsplit_once('.').unwrap();
-                key.verify_sig(input.as_bytes(), &b64d(sig)).unwrap();
-                let (h, p) = input.split_once('.').unwrap();
-                black_box(serde_json::from_slice::<serde_json::Value>(&b64d(h)).unwrap());
-                black_box(serde_json::from_slice::<serde_json::Value>(&b64d(p)).unwrap());
+                black_box(floor_of(key, token));
             }
             start.elapsed()
         }));

@@ -243,27 +243,13 @@ impl Fixture {
     /// The floor for the `i`th pool token: verify with the pre-parsed
     /// key, decode and parse header and claims.
     pub fn floor(&self, i: usize) -> (Value, Value) {
-        let token = black_box(&self.pool[i % POOL]);
-        let (input, sig) = token.rsplit_once('.').unwrap();
-        self.key.verify_sig(input.as_bytes(), &b64d(sig)).unwrap();
-        let (h64, p64) = input.split_once('.').unwrap();
-        let header = serde_json::from_slice(&b64d(h64)).unwrap();
-        let claims = serde_json::from_slice(&b64d(p64)).unwrap();
-        (header, claims)
+        floor_of(&self.key, black_box(&self.pool[i % POOL]))
     }
 
     /// The floor of a DPoP proof: aws-lc-rs ES256 verify of the `i`th
     /// proof with a pre-parsed key, and its header and claims parsed.
     pub fn proof_floor(&self, i: usize) -> (Value, Value) {
-        let proof = black_box(&self.floor_proofs[i % POOL]);
-        let (input, sig) = proof.rsplit_once('.').unwrap();
-        self.proof_key
-            .verify_sig(input.as_bytes(), &b64d(sig))
-            .unwrap();
-        let (h64, p64) = input.split_once('.').unwrap();
-        let header = serde_json::from_slice(&b64d(h64)).unwrap();
-        let claims = serde_json::from_slice(&b64d(p64)).unwrap();
-        (header, claims)
+        floor_of(&self.proof_key, black_box(&self.floor_proofs[i % POOL]))
     }
 
     /// `n` DPoP requests, each with a fresh proof: the next bound tokens in
@@ -314,13 +300,35 @@ impl Fixture {
     /// Requests for the next `n` of the many tokens, from thread `t`'s own
     /// place in their turn.
     fn many_requests(&self, t: usize, n: u64) -> Vec<Request<()>> {
-        (0..n)
-            .map(|_| {
-                let i = self.next.fetch_add(1, Ordering::Relaxed);
-                with_token(&self.many[(t * MANY / 2 + i) % MANY])
-            })
-            .collect()
+        in_turn(&self.many, &self.next, t * MANY / 2, n)
     }
+}
+
+/// The least any validator does with `token`: verify its signature with
+/// a pre-parsed key, decode and parse its header and claims.
+pub fn floor_of(key: &ParsedPublicKey, token: &str) -> (Value, Value) {
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    key.verify_sig(input.as_bytes(), &b64d(sig)).unwrap();
+    let (h64, p64) = input.split_once('.').unwrap();
+    let header = serde_json::from_slice(&b64d(h64)).unwrap();
+    let claims = serde_json::from_slice(&b64d(p64)).unwrap();
+    (header, claims)
+}
+
+/// `n` requests carrying the next of `values` in turn (counted by `at`),
+/// from `offset` in their order.
+pub fn in_turn(
+    values: &[HeaderValue],
+    at: &AtomicUsize,
+    offset: usize,
+    n: u64,
+) -> Vec<Request<()>> {
+    (0..n)
+        .map(|_| {
+            let i = at.fetch_add(1, Ordering::Relaxed);
+            with_token(&values[(offset + i) % values.len()])
+        })
+        .collect()
 }
 
 /// A request carrying `value`, its bytes read once as a server's parser
