@@ -21,7 +21,7 @@ use crate::fetch::FetchError;
 use crate::introspect;
 use crate::issuer::{Issuer, IssuerHealth, Issuers};
 use crate::jwks::{Key, KeyHealth, KeySet};
-use crate::jwt::claims::Principal;
+use crate::jwt::claims::{Principal, Stamp};
 use crate::jwt::{self, Failure, Jws, Parsed};
 use crate::metadata::ResourceMetadata;
 use crate::readiness::Readiness;
@@ -368,7 +368,7 @@ impl Shared {
         // One conversion of the clock's reading per request.
         let ms = unix_millis(now);
         let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-        let Some(hit) = cache.get(token, now, ms, secs) else {
+        let Some(p) = cache.get(token, now, ms, secs) else {
             #[cfg(feature = "metrics")]
             if let Some(m) = &self.metrics {
                 m.cache_misses.increment(1);
@@ -380,17 +380,8 @@ impl Shared {
             m.cache_hits.increment(1);
         }
         seen.path = Some(Path::Cached);
-        seen.issuer = hit.issuer().label;
-        let p = hit.principal();
-        Some(
-            match jwt::check_time_claims(&hit.issuer().rules, p.claims(), secs) {
-                Ok(()) => self.accept(p.clone(), now),
-                Err(e) => {
-                    cache.invalidate(token);
-                    Err(self.refuse(e))
-                }
-            },
-        )
+        seen.issuer = p.stamp().map_or(0, |s| s.issuer);
+        Some(self.accept(p, now))
     }
 
     /// After a cache miss: validates with the keys at hand, without
@@ -635,23 +626,19 @@ impl Shared {
         let p =
             jwt::principal(&self.config, &issuer.rules, jws, key).map_err(|e| self.refuse(e))?;
         self.saw_lifetime(&p);
-        let p = match &self.cache {
-            None => p,
-            Some(cache) => {
-                // One copy of the token: the cache's key, and the
-                // principal's claim set.
-                let token: Arc<str> = Arc::from(token);
-                let p = p.keeping_token(&token);
-                cache.insert(
-                    token,
-                    p.clone(),
-                    issuer.clone(),
-                    Arc::downgrade(key),
+        let p = match (&self.cache, jwt::time_window(&issuer.rules, p.claims())) {
+            (Some(cache), Some((from, until))) => {
+                let stamp = Stamp {
+                    keys: issuer.keys.clone(),
+                    key: Arc::downgrade(key),
                     set_id,
-                    unix_seconds(now),
-                );
-                p
+                    from,
+                    until,
+                    issuer: issuer.label,
+                };
+                cache.keep(token, p, stamp, unix_seconds(now))
             }
+            _ => p,
         };
         self.accept(p, now)
     }

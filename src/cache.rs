@@ -12,45 +12,18 @@
 //! set, so a key the issuer removes takes its cached verifications with it.
 //! While the set that verified it is current (same set id) that is known
 //! without a lookup; after a new set is fetched, the key is looked up.
-//! `exp` and `nbf` are checked against the clock on every hit, and scope
+//! The time claims are checked against the clock on every hit, as the
+//! seconds they allow, worked out once when the token is verified
+//! ([`time_window`](crate::jwt::time_window)); a token outside them is
+//! dropped and verified again, to be refused for what it is. Scope
 //! policies and the revocation hook run per request after the cache.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::issuer::Issuer;
-use crate::jwks::{Key, Lookup};
-use crate::jwt::claims::Principal;
-
-/// Shared behind an `Arc`, so that a hit clones one counter of its own
-/// (not the `Weak`, whose counter every entry of a key shares: two
-/// threads would fight over that cache line on every hit).
-struct Entry {
-    principal: Principal,
-    /// The issuer whose key verified it, and whose rules it met.
-    issuer: Arc<Issuer>,
-    key: Weak<Key>,
-    /// The id of the key set that verified it, when known: while that set
-    /// is current, so is the key, and no lookup is needed.
-    set_id: Option<u64>,
-    /// When it was verified, by the injected clock (Unix seconds).
-    verified_at: i64,
-}
-
-/// A cache hit: the entry itself, so that taking it clones the entry's
-/// own counter rather than the issuer's, which every hit would share.
-pub(crate) struct Hit(Arc<Entry>);
-
-impl Hit {
-    pub(crate) fn principal(&self) -> &Principal {
-        &self.0.principal
-    }
-
-    pub(crate) fn issuer(&self) -> &Issuer {
-        &self.0.issuer
-    }
-}
+use crate::jwks::Lookup;
+use crate::jwt::claims::{Principal, Stamp};
 
 /// Hashes the last [`TAIL`](Self::TAIL) bytes of what it is given with
 /// the standard library's randomly keyed SipHash.
@@ -94,10 +67,14 @@ impl Hasher for Tail {
     }
 }
 
-type Entries = quick_cache::sync::Cache<Cached, Arc<Entry>, quick_cache::UnitWeighter, TailHash>;
+/// Each value is the principal itself, its [`Stamp`] in the same
+/// allocation: a hit clones one counter, the token's own (none that
+/// every entry of an issuer or key shares, which two threads would fight
+/// over on every hit), and reads no other entry.
+type Entries = quick_cache::sync::Cache<Cached, Principal, quick_cache::UnitWeighter, TailHash>;
 
 /// A cached token, found by the bytes of a request's: the same allocation
-/// as its principal's claim set ([`Principal::keeping_token`]).
+/// as its principal's claim set ([`Principal::stamped`]).
 #[derive(PartialEq, Eq)]
 struct Cached(Arc<str>);
 
@@ -145,59 +122,55 @@ impl TokenCache {
         }
     }
 
-    /// The cached principal for this token and the issuer that verified
-    /// it, if that was less than the maximum lifetime ago and its key is
-    /// still in that issuer's current set. The token's own time claims are
-    /// the caller's.
+    /// The cached principal for this token, if it is within its stamp's
+    /// seconds (its time claims and the cache's lifetime) and its key is
+    /// still in its issuer's current set. Otherwise the entry is dropped,
+    /// and the token, verified again, answers for itself.
     /// `ms` and `secs` are `now` in Unix milliseconds and seconds, worked
     /// out once per request.
-    pub(crate) fn get(&self, token: &[u8], now: SystemTime, ms: u64, secs: i64) -> Option<Hit> {
-        let entry = self.entries.get(token)?;
-        let keys = entry.issuer.keys.snapshot_at(now, ms);
-        let p = &entry.principal;
-        let young = secs.saturating_sub(entry.verified_at) < self.max_ttl_secs;
-        let current = young
-            && (entry.set_id.is_some() && entry.set_id == keys.set_id()
-                || match (keys.set(), p.algorithm()) {
-                    (Some(set), Some(alg)) => match set.find(p.key_id(), alg) {
-                        Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), entry.key.as_ptr()),
+    pub(crate) fn get(
+        &self,
+        token: &[u8],
+        now: SystemTime,
+        ms: u64,
+        secs: i64,
+    ) -> Option<Principal> {
+        let p = self.entries.get(token)?;
+        let current = p.stamp().is_some_and(|s| {
+            s.from <= secs && secs < s.until && {
+                let keys = s.keys.snapshot_at(now, ms);
+                s.set_id.is_some() && s.set_id == keys.set_id()
+                    || match (keys.set(), p.algorithm()) {
+                        (Some(set), Some(alg)) => match set.find(p.key_id(), alg) {
+                            Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), s.key.as_ptr()),
+                            _ => false,
+                        },
                         _ => false,
-                    },
-                    _ => false,
-                });
+                    }
+            }
+        });
         if current {
-            Some(Hit(entry))
+            Some(p)
         } else {
             // This very entry: another thread may have verified the token
             // again meanwhile.
-            self.entries.remove_if(token, |e| Arc::ptr_eq(e, &entry));
+            self.entries.remove_if(token, |e| e.is(&p));
             None
         }
     }
 
-    pub(crate) fn insert(
-        &self,
-        token: Arc<str>,
-        principal: Principal,
-        issuer: Arc<Issuer>,
-        key: Weak<Key>,
-        set_id: Option<u64>,
-        now: i64,
-    ) {
-        self.entries.insert(
-            Cached(token),
-            Arc::new(Entry {
-                principal,
-                issuer,
-                key,
-                set_id,
-                verified_at: now,
-            }),
-        );
-    }
-
-    pub(crate) fn invalidate(&self, token: &[u8]) {
-        self.entries.remove(token);
+    /// Caches `p`, just verified from `token`, with `stamp` (whose
+    /// seconds end no later than the cache's lifetime from `now`), and
+    /// returns it as cached: one copy of the token, the cache's key and
+    /// the principal's claim set.
+    pub(crate) fn keep(&self, token: &str, p: Principal, mut stamp: Stamp, now: i64) -> Principal {
+        stamp.until = stamp.until.min(now.saturating_add(self.max_ttl_secs));
+        let token: Arc<str> = Arc::from(token);
+        let p = p.stamped(&token, stamp);
+        if p.stamp().is_some() {
+            self.entries.insert(Cached(token), p.clone());
+        }
+        p
     }
 
     /// Drops every entry whose principal matches.
@@ -205,6 +178,6 @@ impl TokenCache {
         // One pass over the shards, each write-locked in turn while it is
         // scanned (its hits wait): revocations are rare next to requests,
         // and each is checked per request anyway.
-        self.entries.retain(|_, e| !pred(&e.principal));
+        self.entries.retain(|_, p| !pred(p));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 
 use crate::alg::Algorithm;
 use crate::error::TokenError;
+use crate::jwks::{Key, KeyStore};
 use crate::jwt::header::{Names, Str};
 
 /// The registered and widely used claims of a verified token.
@@ -227,6 +228,27 @@ struct Inner {
     /// `None` for a token accepted through introspection.
     alg: Option<Algorithm>,
     kid: Option<Box<str>>,
+    /// For a token the verified-token cache holds.
+    stamp: Option<Stamp>,
+}
+
+/// What the verified-token cache keeps with a principal to judge a hit by
+/// itself: the key that verified the token, and the seconds in which it
+/// holds. In the principal's own allocation, so that a hit reads one
+/// entry, not an entry and then its principal.
+pub(crate) struct Stamp {
+    /// The issuer's key store, and the key of it that verified the token.
+    pub(crate) keys: Arc<KeyStore>,
+    pub(crate) key: Weak<Key>,
+    /// The id of the key set that held the key, when known: while that
+    /// set is current, so is the key, and no lookup is needed.
+    pub(crate) set_id: Option<u64>,
+    /// The token holds while `from <= now < until` (Unix seconds): its
+    /// time claims under its issuer's rules, and the cache's lifetime.
+    pub(crate) from: i64,
+    pub(crate) until: i64,
+    /// The issuer's label, for spans and metrics.
+    pub(crate) issuer: u16,
 }
 
 impl Principal {
@@ -312,14 +334,26 @@ impl Principal {
         }
     }
 
-    /// The same principal, its claim set read from `token` when asked for
-    /// rather than kept decoded: the verified-token cache holds the token
-    /// anyway. Unchanged if the principal is shared already.
-    pub(crate) fn keeping_token(mut self, token: &Arc<str>) -> Self {
+    /// The same principal for the verified-token cache, stamped, its claim
+    /// set read from `token` when asked for rather than kept decoded: the
+    /// cache holds the token anyway. Unchanged, and so never cached, if
+    /// the principal is shared already.
+    pub(crate) fn stamped(mut self, token: &Arc<str>, stamp: Stamp) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.payload = Payload::Token(token.clone());
+            inner.stamp = Some(stamp);
         }
         self
+    }
+
+    /// Its stamp, if the verified-token cache may hold it.
+    pub(crate) fn stamp(&self) -> Option<&Stamp> {
+        self.0.stamp.as_ref()
+    }
+
+    /// Whether `self` and `other` are the same principal, not only equal.
+    pub(crate) fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -422,6 +456,7 @@ pub(crate) fn parse(
         payload: Payload::Json(payload.into()),
         alg,
         kid,
+        stamp: None,
     })))
 }
 

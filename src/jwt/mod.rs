@@ -304,6 +304,25 @@ pub(crate) fn check_time_claims(
     Ok(())
 }
 
+/// The seconds in which [`check_time_claims`] passes, as `from <= now <
+/// until`: what the verified-token cache checks a hit against, without
+/// the rules. `None` if it never passes.
+pub(crate) fn time_window(rules: &Rules, c: &claims::RegisteredClaims) -> Option<(i64, i64)> {
+    let leeway = rules.leeway_secs;
+    let mut from = c.nbf.map_or(i64::MIN, |nbf| nbf.saturating_sub(leeway));
+    let mut until = c.exp.saturating_add(leeway);
+    if let Some(max_age) = rules.max_token_age_secs {
+        let iat = c.iat?;
+        // `now - iat <= max_age + leeway`, and `iat <= now + leeway`.
+        let age = max_age.saturating_add(leeway);
+        if age < i64::MAX {
+            until = until.min(iat.saturating_add(age).saturating_add(1));
+        }
+        from = from.max(iat.saturating_sub(leeway));
+    }
+    (from < until).then_some((from, until))
+}
+
 /// RFC 7519 §4.1.4–4.1.5 with leeway: valid while `nbf - leeway <= now < exp + leeway`.
 pub(crate) fn check_times(
     now: i64,
@@ -453,5 +472,82 @@ mod tests {
             Err(TokenError::NotYetValid)
         );
         assert!(check_times(i64::MAX, 60, i64::MAX, Some(i64::MIN)).is_err());
+    }
+
+    /// A cache hit checks the window instead of the claims: the two must
+    /// agree at every second, edges and saturation included.
+    #[test]
+    fn the_time_window_is_where_the_time_claims_pass() {
+        let edges = [
+            i64::MIN,
+            i64::MIN + 1,
+            -61,
+            0,
+            59,
+            940,
+            1000,
+            1061,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        let times = [
+            None,
+            Some(0),
+            Some(1000),
+            Some(1060),
+            Some(i64::MIN),
+            Some(i64::MAX),
+        ];
+        for leeway in [0, 60] {
+            for max_age in [None, Some(0), Some(100), Some(i64::MAX)] {
+                let rules = Rules {
+                    iss: None,
+                    audiences: None,
+                    algorithms: Box::new([]),
+                    leeway_secs: leeway,
+                    max_token_age_secs: max_age,
+                    roles: Box::new([]),
+                    tenant: None,
+                    validators: Box::new([]),
+                };
+                for exp in [0, 1000, 1100, i64::MAX] {
+                    for nbf in times {
+                        for iat in times {
+                            let c = claims::RegisteredClaims {
+                                exp,
+                                nbf,
+                                iat,
+                                ..Default::default()
+                            };
+                            let window = time_window(&rules, &c);
+                            // Each bound, and the second either side of it.
+                            let bounds = [
+                                Some(exp),
+                                nbf,
+                                iat,
+                                iat.zip(max_age).and_then(|(i, a)| i.checked_add(a)),
+                            ];
+                            let near = bounds.into_iter().flatten().flat_map(|b| {
+                                [
+                                    -leeway - 1,
+                                    -leeway,
+                                    1 - leeway,
+                                    leeway - 1,
+                                    leeway,
+                                    leeway + 1,
+                                ]
+                                .into_iter()
+                                .filter_map(move |d| b.checked_add(d))
+                            });
+                            for now in edges.into_iter().chain(near) {
+                                let pass = check_time_claims(&rules, &c, now).is_ok();
+                                let within = window.is_some_and(|(f, u)| f <= now && now < u);
+                                assert_eq!(pass, within, "{leeway} {max_age:?} {c:?} at {now}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
