@@ -161,17 +161,19 @@ impl TokenCache {
     ) -> Option<Principal> {
         let p = self.entries.get(token)?;
         let current = p.stamp().is_some_and(|s| {
-            s.from <= secs && secs < s.until && {
-                let keys = s.keys.snapshot_at(now, ms);
-                s.set_id.is_some() && s.set_id == keys.set_id()
-                    || match (keys.set(), p.algorithm()) {
+            s.from <= secs
+                && secs < s.until
+                && (s.set_id.is_some() && s.set_id == s.keys.current_set_id(ms) || {
+                    // Another set since: is the key in it?
+                    let keys = s.keys.snapshot_at(now, ms);
+                    match (keys.set(), p.algorithm()) {
                         (Some(set), Some(alg)) => match set.find(p.key_id(), alg) {
                             Lookup::Found(key) => std::ptr::eq(Arc::as_ptr(key), s.key.as_ptr()),
                             _ => false,
                         },
                         _ => false,
                     }
-            }
+                })
         });
         if current {
             Some(p)

@@ -151,6 +151,42 @@ pub(crate) struct Loaded {
     id: u64,
 }
 
+/// A set's id and usable-until, readable without a guard. One writer at
+/// a time (a store's refreshes are serialised): it marks the id
+/// [`NEVER`], writes the time, then the new id; a reader that reads the
+/// same id before and after the time has the time of that id.
+struct Mirror {
+    id: AtomicU64,
+    until_ms: AtomicU64,
+}
+
+impl Mirror {
+    fn of(loaded: Option<&Loaded>) -> Self {
+        let m = Self {
+            id: AtomicU64::new(NEVER),
+            until_ms: AtomicU64::new(0),
+        };
+        m.set(loaded);
+        m
+    }
+
+    fn set(&self, loaded: Option<&Loaded>) {
+        self.id.store(NEVER, Ordering::Release);
+        if let Some(l) = loaded {
+            self.until_ms
+                .store(unix_millis(l.usable_until), Ordering::Release);
+            self.id.store(l.id, Ordering::Release);
+        }
+    }
+
+    /// The id, if its set is usable at `now_ms`.
+    fn usable_id(&self, now_ms: u64) -> Option<u64> {
+        let id = self.id.load(Ordering::Acquire);
+        let until = self.until_ms.load(Ordering::Acquire);
+        (id != NEVER && now_ms < until && self.id.load(Ordering::Acquire) == id).then_some(id)
+    }
+}
+
 /// The id of the next set loaded by any store.
 static NEXT_SET_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -160,6 +196,10 @@ fn next_set_id() -> u64 {
 
 pub(crate) struct KeyStore {
     current: ArcSwapOption<Loaded>,
+    /// `current`'s id and usable-until (Unix ms), mirrored for
+    /// [`current_set_id`](Self::current_set_id); `id` is [`NEVER`] while
+    /// there is no set or one is being replaced.
+    mirror: Mirror,
     /// Bumped after every successful fetch.
     generation: AtomicU64,
     /// Unix milliseconds at which a background refresh (or, for a
@@ -319,6 +359,7 @@ impl KeyStore {
             ..KeyHealth::default()
         };
         Arc::new_cyclic(|me| Self {
+            mirror: Mirror::of(current.as_deref()),
             current: ArcSwapOption::new(current),
             generation: AtomicU64::new(0),
             next_background: AtomicU64::new(NEVER),
@@ -410,6 +451,21 @@ impl KeyStore {
             usable,
             generation,
         }
+    }
+
+    /// The id of the current set if it is usable at `now_ms`, read
+    /// without a snapshot: all a cache hit needs while the set that
+    /// verified its token is current. `None` when a snapshot must say
+    /// (no usable set, or one being replaced). Starts a due background
+    /// refresh, as a snapshot does.
+    pub(crate) fn current_set_id(self: &Arc<Self>, now_ms: u64) -> Option<u64> {
+        if now_ms >= self.next_background.load(Ordering::Relaxed) {
+            self.spawn_background_refresh();
+        }
+        if self.delegated.load(Ordering::Acquire) {
+            return self.delegate.load().as_ref()?.current_set_id(now_ms);
+        }
+        self.mirror.usable_id(now_ms)
     }
 
     fn spawn_background_refresh(self: &Arc<Self>) {
@@ -736,11 +792,14 @@ impl KeyStore {
                     h.next_refresh = Some(refresh_at);
                     h.fetches += 1;
                 });
-                self.current.store(Some(Arc::new(Loaded {
+                let loaded = Arc::new(Loaded {
                     set,
                     usable_until,
                     id,
-                })));
+                });
+                self.mirror.set(None);
+                self.current.store(Some(loaded.clone()));
+                self.mirror.set(Some(&loaded));
                 self.next_background
                     .store(unix_millis(refresh_at), Ordering::Relaxed);
                 self.generation.fetch_add(1, Ordering::AcqRel);
@@ -894,6 +953,25 @@ fn far_future() -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mirror_names_the_current_set_only_while_it_is_usable() {
+        let loaded = |id, until_ms| Loaded {
+            set: KeySet::default(),
+            usable_until: UNIX_EPOCH + Duration::from_millis(until_ms),
+            id,
+        };
+        let m = Mirror::of(None);
+        assert_eq!(m.usable_id(0), None, "no set");
+        m.set(Some(&loaded(7, 5_000)));
+        assert_eq!(m.usable_id(4_999), Some(7));
+        assert_eq!(m.usable_id(5_000), None, "past its usable-until");
+        // A replacement under way: no id until the new one is written.
+        m.set(None);
+        assert_eq!(m.usable_id(1_000), None);
+        m.set(Some(&loaded(8, 9_000)));
+        assert_eq!(m.usable_id(5_000), Some(8));
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent_of_ninety() {
