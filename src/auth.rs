@@ -364,8 +364,9 @@ impl Shared {
         seen: &mut Seen,
     ) -> Option<Result<Principal, AuthError>> {
         let cache = self.cache.as_ref()?;
-        let now = self.config.clock.now();
-        // One conversion of the clock's reading per request.
+        // Whole seconds are judged here: the coarse clock does. One
+        // conversion of its reading per request.
+        let now = self.config.clock.now_coarse();
         let ms = unix_millis(now);
         let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
         let Some(p) = cache.get(token, now, ms, secs) else {
