@@ -10,7 +10,12 @@
 //! - `quick_cache`: quick_cache's `sync::Cache` (sharded, CLOCK-like
 //!   S3-FIFO eviction, read lock per shard), default features off;
 //! - `papaya`: papaya's lock-free `HashMap` (no eviction of its own);
-//! - `scc`: scc's `HashCache` (bucket-local LRU eviction).
+//! - `scc`: scc's `HashCache` (bucket-local LRU eviction);
+//! - `set-associative`: a table of our own (`Assoc` below), to learn
+//!   whether one fewer memory hop before the token would pay: each set
+//!   holds its ways' hashes and entries inline, so a hit reads the set
+//!   and then the token, where quick_cache reads its table, then the
+//!   entry, then the token.
 //!
 //! For each, with the runs interleaved round by round: the cost of a hit
 //! for one repeated token, for 10,000 tokens in turn, on one and on two
@@ -101,6 +106,94 @@ struct Quick(quick_cache::sync::Cache<Key, Value, quick_cache::UnitWeighter, Tai
 struct Papaya(papaya::HashMap<Key, Value, TailHash>);
 struct Scc(scc::HashCache<Key, Value, TailHash>);
 
+/// Entries a set of [`Assoc`] holds.
+const WAYS: usize = 8;
+
+/// One set: its ways' hashes (0 for an empty way), their entries, one
+/// reference bit per way (set by a hit under the read lock) and the
+/// CLOCK hand that picks the way an insert into a full set evicts.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Set {
+    tags: [u64; WAYS],
+    refs: std::sync::atomic::AtomicU8,
+    hand: u8,
+    slots: [Option<(Key, Value)>; WAYS],
+}
+
+/// A set-associative cache: a token's hash picks its set, whose ways
+/// are searched under the set's own lock.
+struct Assoc {
+    sets: Box<[parking_lot::RwLock<Set>]>,
+    mask: u64,
+    hasher: TailHash,
+}
+
+impl Assoc {
+    /// Twice the sets `capacity` fills, so it may hold twice `capacity`
+    /// (its bytes per entry count them; its inserts "into a full cache"
+    /// mostly find a free way): with 8 ways, sets filled to half on
+    /// average overflow rarely enough that every entry of the runs stays,
+    /// where at a load of one a few in a thousand would not. A cache for
+    /// the crate would need an exact bound, two choices of set, say.
+    fn new(capacity: usize) -> Self {
+        let n = 2 * capacity.div_ceil(WAYS).next_power_of_two();
+        Self {
+            sets: (0..n).map(|_| Default::default()).collect(),
+            mask: n as u64 - 1,
+            hasher: TailHash::default(),
+        }
+    }
+
+    /// The set of `token` (by the hash's high half) and its tag (never 0).
+    fn find(&self, token: &[u8]) -> (&parking_lot::RwLock<Set>, u64) {
+        let h = self.hasher.hash_one(token);
+        (&self.sets[((h >> 32) & self.mask) as usize], h | 1)
+    }
+}
+
+impl Candidate for Assoc {
+    fn get(&self, token: &[u8]) -> Option<Value> {
+        let (set, tag) = self.find(token);
+        let set = set.read();
+        let w = (0..WAYS).find(|&w| {
+            set.tags[w] == tag && set.slots[w].as_ref().is_some_and(|(k, _)| **k == *token)
+        })?;
+        let bit = 1 << w;
+        if set.refs.load(Ordering::Relaxed) & bit == 0 {
+            set.refs.fetch_or(bit, Ordering::Relaxed);
+        }
+        set.slots[w].as_ref().map(|(_, v)| v.clone())
+    }
+
+    fn insert(&self, token: Key, value: Value) {
+        let (set, tag) = self.find(&token);
+        let mut guard = set.write();
+        let set = &mut *guard;
+        let refs = set.refs.get_mut();
+        let same = |w: &usize| {
+            set.tags[*w] == tag && set.slots[*w].as_ref().is_some_and(|(k, _)| *k == token)
+        };
+        let w = (0..WAYS)
+            .find(same)
+            .or_else(|| (0..WAYS).find(|&w| set.tags[w] == 0))
+            .unwrap_or_else(|| {
+                // Second chance: clear referenced ways until one is not.
+                loop {
+                    let w = usize::from(set.hand);
+                    set.hand = ((w + 1) % WAYS) as u8;
+                    if *refs & (1 << w) == 0 {
+                        break w;
+                    }
+                    *refs &= !(1 << w);
+                }
+            });
+        *refs &= !(1 << w);
+        set.tags[w] = tag;
+        set.slots[w] = Some((token, value));
+    }
+}
+
 /// The caches whose own `get` and `insert` have the trait's shape.
 macro_rules! same_shape {
     ($($candidate:ty),*) => {$(
@@ -178,6 +271,7 @@ fn build(name: &str, capacity: usize) -> Box<dyn Candidate> {
             capacity,
             TailHash::default(),
         ))),
+        "set-associative" => Box::new(Assoc::new(capacity)),
         _ => Box::new(Scc(scc::HashCache::with_capacity_and_hasher(
             capacity,
             capacity,
@@ -186,13 +280,14 @@ fn build(name: &str, capacity: usize) -> Box<dyn Candidate> {
     }
 }
 
-const CANDIDATES: [&str; 6] = [
+const CANDIDATES: [&str; 7] = [
     "moka-segmented",
     "moka",
     "quick_cache",
     "quick_cache-64",
     "papaya",
     "scc",
+    "set-associative",
 ];
 
 /// A distinct token-sized byte string: its number spread over all bytes,
