@@ -12,10 +12,10 @@
 //! - `papaya`: papaya's lock-free `HashMap` (no eviction of its own);
 //! - `scc`: scc's `HashCache` (bucket-local LRU eviction);
 //! - `set-associative`: a table of our own (`Assoc` below), to learn
-//!   whether one fewer memory hop before the token would pay: each set
-//!   holds its ways' hashes and entries inline, so a hit reads the set
-//!   and then the token, where quick_cache reads its table, then the
-//!   entry, then the token.
+//!   whether one memory hop fewer before the token would pay: its ways
+//!   hold their tags and entries inline, so a hit reads two sets (at
+//!   once) and then the token, where quick_cache reads its table, then
+//!   the entry, then the token.
 //!
 //! For each, with the runs interleaved round by round: the cost of a hit
 //! for one repeated token, for 10,000 tokens in turn, on one and on two
@@ -106,91 +106,172 @@ struct Quick(quick_cache::sync::Cache<Key, Value, quick_cache::UnitWeighter, Tai
 struct Papaya(papaya::HashMap<Key, Value, TailHash>);
 struct Scc(scc::HashCache<Key, Value, TailHash>);
 
-/// Entries a set of [`Assoc`] holds.
+/// Ways a set of [`Assoc`] holds.
 const WAYS: usize = 8;
+/// Locks the sets of [`Assoc`] share.
+const LOCKS: usize = 64;
+/// A way's tag: the key's hash with this bit set (0 is an empty way) ...
+const OCCUPIED: u64 = 1;
+/// ... and this one while the entry has been hit since the sweep passed.
+const REFERENCED: u64 = 2;
 
-/// One set: its ways' hashes (0 for an empty way), their entries, one
-/// reference bit per way (set by a hit under the read lock) and the
-/// CLOCK hand that picks the way an insert into a full set evicts.
-#[repr(C, align(64))]
+/// A way: its tag and its entry, 32 bytes.
 #[derive(Default)]
-struct Set {
-    tags: [u64; WAYS],
-    refs: std::sync::atomic::AtomicU8,
-    hand: u8,
-    slots: [Option<(Key, Value)>; WAYS],
+struct Way {
+    tag: std::sync::atomic::AtomicU64,
+    entry: Option<(Key, Value)>,
 }
 
-/// A set-associative cache: a token's hash picks its set, whose ways
-/// are searched under the set's own lock.
+/// Eight ways on four whole cache lines.
+#[repr(align(64))]
+#[derive(Default)]
+struct Set([Way; WAYS]);
+
+/// A lock and its sets (set `i` is `sets[i / locks]` of lock
+/// `i % locks`), on a line of its own.
+#[repr(align(64))]
+struct Shard(parking_lot::RwLock<Box<[Set]>>);
+
+/// A set-associative cache with two choices: a key's hash picks two sets
+/// of 8 ways; a hit read-locks both sets' shards (in the order of their
+/// locks) and reads the two sets way by way, so that both are fetched
+/// at once; an insert goes into the one with fewer entries, or, both
+/// full, evicts the first entry not referenced since the sweep last
+/// passed (second chance). `capacity` ways in all: an exact bound.
 struct Assoc {
-    sets: Box<[parking_lot::RwLock<Set>]>,
-    mask: u64,
+    shards: Box<[Shard]>,
+    sets: u64,
+    last_ways: usize,
     hasher: TailHash,
 }
 
 impl Assoc {
-    /// Twice the sets `capacity` fills, so it may hold twice `capacity`
-    /// (its bytes per entry count them; its inserts "into a full cache"
-    /// mostly find a free way): with 8 ways, sets filled to half on
-    /// average overflow rarely enough that every entry of the runs stays,
-    /// where at a load of one a few in a thousand would not. A cache for
-    /// the crate would need an exact bound, two choices of set, say.
     fn new(capacity: usize) -> Self {
-        let n = 2 * capacity.div_ceil(WAYS).next_power_of_two();
+        let sets = capacity.div_ceil(WAYS);
+        let last_ways = capacity - sets.saturating_sub(1) * WAYS;
+        let locks = sets.clamp(1, LOCKS);
+        let shards = (0..locks)
+            .map(|l| {
+                let count = sets.saturating_sub(l).div_ceil(locks);
+                Shard(parking_lot::RwLock::new(
+                    (0..count).map(|_| Set::default()).collect(),
+                ))
+            })
+            .collect();
         Self {
-            sets: (0..n).map(|_| Default::default()).collect(),
-            mask: n as u64 - 1,
+            shards,
+            sets: sets as u64,
+            last_ways,
             hasher: TailHash::default(),
         }
     }
 
-    /// The set of `token` (by the hash's high half) and its tag (never 0).
-    fn find(&self, token: &[u8]) -> (&parking_lot::RwLock<Set>, u64) {
-        let h = self.hasher.hash_one(token);
-        (&self.sets[((h >> 32) & self.mask) as usize], h | 1)
+    /// The key's two sets (from each half of its hash) and its tag.
+    fn place(&self, key: &[u8]) -> ([u64; 2], u64) {
+        let h = self.hasher.hash_one(key);
+        let pick = |half: u64| (half * self.sets) >> 32;
+        (
+            [pick(h >> 32), pick(h & u64::from(u32::MAX))],
+            (h | OCCUPIED) & !REFERENCED,
+        )
+    }
+
+    /// Set `set`'s lock, its place among that lock's sets, its ways.
+    fn locate(&self, set: u64) -> (usize, usize, usize) {
+        let locks = self.shards.len() as u64;
+        let ways = if set + 1 == self.sets {
+            self.last_ways
+        } else {
+            WAYS
+        };
+        ((set % locks) as usize, (set / locks) as usize, ways)
     }
 }
 
 impl Candidate for Assoc {
     fn get(&self, token: &[u8]) -> Option<Value> {
-        let (set, tag) = self.find(token);
-        let set = set.read();
-        let w = (0..WAYS).find(|&w| {
-            set.tags[w] == tag && set.slots[w].as_ref().is_some_and(|(k, _)| **k == *token)
-        })?;
-        let bit = 1 << w;
-        if set.refs.load(Ordering::Relaxed) & bit == 0 {
-            set.refs.fetch_or(bit, Ordering::Relaxed);
-        }
-        set.slots[w].as_ref().map(|(_, v)| v.clone())
+        let ([a, b], tag) = self.place(token);
+        let ((la, ia, na), (lb, ib, nb)) = (self.locate(a), self.locate(b));
+        let (first, second) = (la.min(lb), la.max(lb));
+        let g1 = self.shards[first].0.read();
+        let g2 = (second != first).then(|| self.shards[second].0.read());
+        let (ga, gb) = match &g2 {
+            Some(g2) if la == second => (g2, &g1),
+            Some(g2) => (&g1, g2),
+            None => (&g1, &g1),
+        };
+        let ways_a = &ga[ia].0[..na];
+        let ways_b = if a == b { &[][..] } else { &gb[ib].0[..nb] };
+        (0..WAYS)
+            .flat_map(|w| [ways_a.get(w), ways_b.get(w)])
+            .flatten()
+            .find_map(|way| {
+                let seen = way.tag.load(Ordering::Relaxed);
+                let (k, v) = way.entry.as_ref()?;
+                if seen & !REFERENCED != tag || **k != *token {
+                    return None;
+                }
+                if seen & REFERENCED == 0 {
+                    way.tag.fetch_or(REFERENCED, Ordering::Relaxed);
+                }
+                Some(v.clone())
+            })
     }
 
     fn insert(&self, token: Key, value: Value) {
-        let (set, tag) = self.find(&token);
-        let mut guard = set.write();
-        let set = &mut *guard;
-        let refs = set.refs.get_mut();
-        let same = |w: &usize| {
-            set.tags[*w] == tag && set.slots[*w].as_ref().is_some_and(|(k, _)| *k == token)
+        let ([a, b], tag) = self.place(&token);
+        let ((la, ia, na), (lb, ib, nb)) = (self.locate(a), self.locate(b));
+        let (first, second) = (la.min(lb), la.max(lb));
+        let mut g1 = self.shards[first].0.write();
+        let mut g2 = (second != first).then(|| self.shards[second].0.write());
+        // Both sets' ways, the first set's first.
+        let mut ways: Vec<&mut Way> = match &mut g2 {
+            None if a == b => g1[ia].0[..na].iter_mut().collect(),
+            None => {
+                let (x, y) = (ia.min(ib), ia.max(ib));
+                let (left, right) = g1.split_at_mut(y);
+                let (lo, hi) = (&mut left[x].0, &mut right[0].0);
+                let (sa, sb) = if ia < ib { (lo, hi) } else { (hi, lo) };
+                sa[..na].iter_mut().chain(sb[..nb].iter_mut()).collect()
+            }
+            Some(g2) => {
+                let (ga, gb) = if la == first {
+                    (&mut g1, g2)
+                } else {
+                    (g2, &mut g1)
+                };
+                let sa = &mut ga[ia].0[..na];
+                let sb = &mut gb[ib].0[..nb];
+                sa.iter_mut().chain(sb.iter_mut()).collect()
+            }
         };
-        let w = (0..WAYS)
-            .find(same)
-            .or_else(|| (0..WAYS).find(|&w| set.tags[w] == 0))
-            .unwrap_or_else(|| {
-                // Second chance: clear referenced ways until one is not.
-                loop {
-                    let w = usize::from(set.hand);
-                    set.hand = ((w + 1) % WAYS) as u8;
-                    if *refs & (1 << w) == 0 {
-                        break w;
-                    }
-                    *refs &= !(1 << w);
+        let split = na.min(ways.len());
+        let used = |ways: &[&mut Way]| ways.iter().filter(|w| w.entry.is_some()).count();
+        let at = ways
+            .iter()
+            .position(|w| w.entry.as_ref().is_some_and(|(k, _)| *k == token))
+            .or_else(|| {
+                let (wa, wb) = ways.split_at(split);
+                let free = |ws: &[&mut Way]| ws.iter().position(|w| w.entry.is_none());
+                match (free(wa), free(wb).map(|i| split + i)) {
+                    (Some(i), Some(j)) => Some(if used(wb) < used(wa) { j } else { i }),
+                    (one, other) => one.or(other),
                 }
+            })
+            .or_else(|| {
+                let n = ways.len();
+                let start = (tag >> 8) as usize % n.max(1);
+                (0..2 * n).map(|i| (start + i) % n).find(|&i| {
+                    let seen = ways[i].tag.get_mut();
+                    let spared = *seen & REFERENCED != 0;
+                    *seen &= !REFERENCED;
+                    !spared
+                })
             });
-        *refs &= !(1 << w);
-        set.tags[w] = tag;
-        set.slots[w] = Some((token, value));
+        if let Some(i) = at {
+            *ways[i].tag.get_mut() = tag;
+            ways[i].entry = Some((token, value));
+        }
     }
 }
 
