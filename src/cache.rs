@@ -118,9 +118,12 @@ impl std::hash::Hash for Cached {
 /// quick_cache's sharded map with S3-FIFO eviction: a hit takes a shard's
 /// read lock and sets the entry's reference bit, with no read log and no
 /// housekeeping, and a token seen once leaves before the ones seen again.
-/// Measured against moka (segmented and not), papaya and scc in
-/// `benches/peer/caches.rs`: its hits cost a third of moka's, its inserts
-/// into a full cache an eighth, its own memory 70 bytes an entry, not 250.
+/// Measured against moka (segmented and not), papaya, scc and a
+/// set-associative table of our own in `benches/peer/caches.rs`: its hits
+/// cost a third of moka's, its inserts into a full cache an eighth, its
+/// own memory 70 bytes an entry, not 250. Our table's hits with many
+/// tokens are faster there, but not in the layer (`BENCHMARKS.md`, "What
+/// a hit with 10,000 tokens waits for"), and its inserts are slower.
 pub(crate) struct TokenCache {
     entries: Entries,
     max_ttl_secs: i64,
