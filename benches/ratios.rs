@@ -33,6 +33,8 @@ fn main() {
                 Case::ColdRoles,
                 Case::ColdMetrics,
                 Case::CachedMetrics,
+                Case::ReadMany,
+                Case::ReadOne,
             ])
             .chain(dpop)
             .map(|&c| (c, 1))
@@ -111,6 +113,23 @@ fn main() {
         for case in TWO_THREADS {
             ratio(&format!("{}-scaling", case.name()), (case, 1), (case, 2));
         }
+        // What many tokens add to a hit, against what they add to the
+        // least a hit reads (its token's stored copy): 1 is a hit with
+        // many tokens that pays for nothing but the memory its tokens are in.
+        let (many, one) = (at((Case::CachedMany, 1)), at((Case::Cached, 1)));
+        let (read_many, read_one) = (at((Case::ReadMany, 1)), at((Case::ReadOne, 1)));
+        let mut added: Vec<f64> = (0..p.rounds[many].len())
+            .map(|r| {
+                (p.rounds[many][r] - p.rounds[one][r])
+                    / (p.rounds[read_many][r] - p.rounds[read_one][r])
+            })
+            .collect();
+        added.sort_by(f64::total_cmp);
+        print(
+            "hit-10k-added/read-added",
+            (added[added.len() / 2], added[0], added[added.len() - 1]),
+            (p.best(many) - p.best(one)) / (p.best(read_many) - p.best(read_one)),
+        );
         let us = |(a, b, c): (f64, f64, f64)| (a / 1000.0, b / 1000.0, c / 1000.0);
         for (name, case) in [
             ("hit-us", Case::Cached),

@@ -37,6 +37,12 @@ pub const POOL: usize = 512;
 /// Clients in turn for `CachedMany`: the "many clients".
 pub const MANY: usize = 10_000;
 
+/// The many are verified (and their entries allocated) in the order
+/// `i * SCATTER % MANY`, not in the order of their requests: a server's
+/// clients do not come back in the order they first came, and memory in
+/// the order it is read would let the CPU fetch it ahead.
+const SCATTER: usize = 7_919;
+
 pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA];
 
 /// Everything measured for one algorithm.
@@ -82,6 +88,10 @@ pub struct Fixture {
     values: Vec<HeaderValue>,
     /// `Authorization` values of `MANY` distinct tokens, all cached.
     many: Vec<HeaderValue>,
+    /// A copy of each of the many tokens, allocated right after its cache
+    /// entry, in the same scattered order: what `ReadMany` compares
+    /// requests with.
+    many_copies: Vec<Arc<str>>,
     key: ParsedPublicKey,
     jwt_key: jsonwebtoken::DecodingKey,
     jwt_validation: jsonwebtoken::Validation,
@@ -191,9 +201,12 @@ impl Fixture {
         let many = many_tokens.iter().map(value).collect();
         // Every token of the many verified once: `CachedMany` measures
         // hits only.
-        for token in &many_tokens {
-            rt.block_on(cached.validate(token)).unwrap();
+        let mut many_copies = vec![None; MANY];
+        for k in (0..MANY).map(|i| i * SCATTER % MANY) {
+            rt.block_on(cached.validate(&many_tokens[k])).unwrap();
+            many_copies[k] = Some(Arc::<str>::from(many_tokens[k].as_str()));
         }
+        let many_copies = many_copies.into_iter().flatten().collect();
         // `validate` refuses a bound token (its proof is the request's),
         // having verified and cached it.
         for token in &dpop_pool {
@@ -234,6 +247,7 @@ impl Fixture {
             pool,
             values,
             many,
+            many_copies,
             jwt_key,
             jwt_validation,
             next: AtomicUsize::new(0),
@@ -640,6 +654,12 @@ pub enum Case {
     DpopCold,
     /// `Cached` with a DPoP-bound token and a fresh ES256 proof.
     DpopCached,
+    /// The least a hit with many tokens reads: each request's token
+    /// compared with a stored copy of it, found by its index, for the
+    /// `MANY` tokens in turn; no table, no principal.
+    ReadMany,
+    /// The same with one token, whose copy stays in the CPU's caches.
+    ReadOne,
     /// `Cold` with metrics on, into a Prometheus recorder.
     ColdMetrics,
     /// `Cached` with metrics on, into a Prometheus recorder.
@@ -682,6 +702,8 @@ impl Case {
             Case::ProofFloor => "proof-floor",
             Case::DpopCold => "dpop-cold",
             Case::DpopCached => "dpop-cached",
+            Case::ReadMany => "read-10k",
+            Case::ReadOne => "read-one",
             Case::ColdMetrics => "cold-metrics",
             Case::CachedMetrics => "cached-metrics",
         }
@@ -703,6 +725,9 @@ impl Fixture {
                 move || timed(share, |i| drop(black_box(self.proof_floor(i))))
             }),
             Case::Open => serve(threads, n, inner, requests),
+            Case::ReadMany | Case::ReadOne => parallel(threads, n, |t, share| {
+                move || self.read_copies(t, share, case == Case::ReadMany)
+            }),
             Case::UnknownKid => serve_expecting(
                 threads,
                 n,
@@ -712,6 +737,37 @@ impl Fixture {
             ),
             _ => serve(threads, n, || self.layer(case), requests),
         }
+    }
+
+    /// `n` comparisons of a request's token with its stored copy, for
+    /// thread `t`: the many in turn from the thread's own place, or the
+    /// thread's own repeated token. In batches, each request's bytes read
+    /// just before, as `serve` does.
+    fn read_copies(&self, t: usize, n: u64, many: bool) -> Duration {
+        let mut busy = Duration::ZERO;
+        let mut left = n;
+        while left > 0 {
+            let batch: Vec<usize> = (0..left.min(BATCH))
+                .map(|_| {
+                    if many {
+                        (t * MANY / 2 + self.next.fetch_add(1, Ordering::Relaxed)) % MANY
+                    } else {
+                        t
+                    }
+                })
+                .collect();
+            left -= batch.len() as u64;
+            for &k in &batch {
+                black_box(self.many[k].as_bytes().iter().fold(0u8, |a, b| a ^ b));
+            }
+            let start = Instant::now();
+            for &k in &batch {
+                let sent = &self.many[k].as_bytes()["Bearer ".len()..];
+                black_box(black_box(&self.many_copies[k]).as_bytes() == sent);
+            }
+            busy += start.elapsed();
+        }
+        busy
     }
 
     /// The layer a case calls: the cold validator's, the uncached one's,
