@@ -20,8 +20,8 @@ use crate::config::{
     DEFAULT_INTROSPECTION_MAX_AGE, DEFAULT_JWKS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_MAX_STALE,
     DEFAULT_MAX_TENANTS, DEFAULT_REFETCH_COOLDOWN, DEFAULT_TOKEN_CACHE_ENTRIES,
     DEFAULT_TOKEN_CACHE_TTL, DISCOVERY_MAX_AGE, ErrorResponder, Limits, MAX_FETCH_TIMEOUT,
-    MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MIN_JWKS_MAX_AGE,
-    TokenTypePolicy,
+    MAX_JWKS_MAX_AGE, MAX_LEEWAY, MAX_LIFETIME, MAX_REQUIRED_CLAIMS, MAX_TOKEN_CACHE_ENTRIES,
+    MIN_JWKS_MAX_AGE, TokenTypePolicy,
 };
 use crate::dpop::{self, Nonces};
 use crate::error::{AuthError, Refusal};
@@ -97,6 +97,13 @@ pub enum ConfigError {
         /// The largest value it accepts.
         max: Duration,
     },
+    /// A count setting is larger than its bound.
+    TooMany {
+        /// The builder method.
+        setting: &'static str,
+        /// The largest value it accepts.
+        max: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -130,6 +137,7 @@ impl fmt::Display for ConfigError {
             Self::TooLong { setting, max } => {
                 write!(f, "{setting} must be at most {}", human(*max))
             }
+            Self::TooMany { setting, max } => write!(f, "{setting} must be at most {max}"),
         }
     }
 }
@@ -580,15 +588,17 @@ impl<M> Builder<M> {
     }
 
     /// The verified-token cache: a repeated JWT skips the signature check.
-    /// At most about `max_entries` tokens, each for at most `max_ttl` and
-    /// never past its `exp`. The bound is split among the cache's shards
-    /// (four per core, fewer for small bounds), which fill unevenly: for
-    /// every one of N clients' tokens to stay cached, give room for about
-    /// 2 N. A token seen once is evicted before those seen again; an entry
-    /// past its lifetime is dropped at its next lookup or pushed out by new
-    /// tokens. `max_entries` 0 turns the cache off, as
-    /// [`no_token_cache`](Self::no_token_cache) does. Defaults: 10 000,
-    /// 5 min; `max_ttl` at most [`MAX_LIFETIME`].
+    /// At most `max_entries` tokens, each for at most `max_ttl` and never
+    /// past its `exp`. A token may sit in either of two sets of 8 places
+    /// that its hash picks, so near the bound a set can be full while
+    /// others have room: for every one of N clients' tokens to stay
+    /// cached, give room for about 2 N. A token seen once is evicted
+    /// before those seen again; an entry past its lifetime is dropped at
+    /// its next lookup or pushed out by new tokens. The cache's table is
+    /// allocated when the validator is built, 32 bytes an entry, so
+    /// `max_entries` is at most [`MAX_TOKEN_CACHE_ENTRIES`]; `max_entries`
+    /// 0 turns the cache off, as [`no_token_cache`](Self::no_token_cache)
+    /// does. Defaults: 10 000, 5 min; `max_ttl` at most [`MAX_LIFETIME`].
     pub fn token_cache(mut self, max_entries: u64, max_ttl: Duration) -> Self {
         self.s.token_cache = Some((max_entries, max_ttl));
         self
@@ -1616,6 +1626,14 @@ impl<M> Builder<M> {
         }
         if self.s.fetch_timeout.is_zero() {
             return Err(ConfigError::InvalidLimit("fetch_timeout"));
+        }
+        if let Some((entries, _)) = self.s.token_cache
+            && entries > MAX_TOKEN_CACHE_ENTRIES
+        {
+            return Err(ConfigError::TooMany {
+                setting: "token_cache (max_entries)",
+                max: MAX_TOKEN_CACHE_ENTRIES,
+            });
         }
         Ok(())
     }

@@ -61,6 +61,12 @@ pub const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 /// arithmetic or the caches' limits.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The largest `max_entries` of
+/// [`Builder::token_cache`](crate::Builder::token_cache): 16,777,216. The
+/// cache's table is allocated whole when the validator is built, 32 bytes
+/// an entry (512 MiB at this bound), before any token is in it.
+pub const MAX_TOKEN_CACHE_ENTRIES: u64 = 1 << 24;
+
 /// How many claims `require_claims` may name (they are tracked in a bitmask).
 pub(crate) const MAX_REQUIRED_CLAIMS: usize = 64;
 

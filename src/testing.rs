@@ -16,6 +16,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The verified-token cache's table, for `benches/peer/caches.rs` to
+/// measure beside other caches; not part of the API.
+#[doc(hidden)]
+pub use crate::cache::table::Table as TokenTable;
+
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;

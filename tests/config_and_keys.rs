@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tower_bearer::testing::TestIssuer;
 use tower_bearer::{
     Algorithm, BearerAuthLayer, ClientId, ClientSecret, ConfigError, JwksError, KeySet, Limits,
-    MAX_LEEWAY, MAX_LIFETIME,
+    MAX_LEEWAY, MAX_LIFETIME, MAX_TOKEN_CACHE_ENTRIES,
 };
 
 fn base() -> tower_bearer::Builder {
@@ -286,6 +286,25 @@ fn durations_past_their_bounds_are_refused_naming_the_bound() {
         base().fetch_timeout(Duration::ZERO).build().unwrap_err(),
         ConfigError::InvalidLimit("fetch_timeout")
     );
+    // The cache's table is allocated when built: past its bound, refused
+    // (not an allocation that aborts the process).
+    for entries in [MAX_TOKEN_CACHE_ENTRIES + 1, u64::MAX] {
+        let e = base()
+            .token_cache(entries, Duration::from_secs(60))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::TooMany {
+                setting: "token_cache (max_entries)",
+                max: MAX_TOKEN_CACHE_ENTRIES
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "token_cache (max_entries) must be at most 16777216"
+        );
+    }
     assert_eq!(
         base()
             .introspection(ClientId::new("rs"), ClientSecret::new("secret"))

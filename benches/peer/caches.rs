@@ -1,8 +1,9 @@
 //! The verified-token cache's candidates, side by side in one run, with
 //! the key and value shapes the crate stores: a 900-byte token as the key
-//! (`Arc<[u8]>`, hashed by its last 32 bytes with a keyed SipHash, as
-//! `src/cache.rs` does), an `Arc` to an entry as the value, and lookups by
-//! a separate copy of the token's bytes (the request's header).
+//! (`Arc<str>`, hashed by its last 32 bytes with a keyed SipHash; the
+//! crate's own table hashes its last 16 with its own keyed multiply), an
+//! `Arc` to an entry as the value, and lookups by a separate copy of the
+//! token (the request's header).
 //!
 //! - `moka-segmented`: moka's `sync::SegmentedCache` as the crate used it
 //!   before (8 × cores segments, time to live, invalidation closures);
@@ -11,11 +12,11 @@
 //!   S3-FIFO eviction, read lock per shard), default features off;
 //! - `papaya`: papaya's lock-free `HashMap` (no eviction of its own);
 //! - `scc`: scc's `HashCache` (bucket-local LRU eviction);
-//! - `set-associative`: a table of our own (`Assoc` below), to learn
-//!   whether one memory hop fewer before the token would pay: its ways
-//!   hold their tags and entries inline, so a hit reads two sets (at
-//!   once) and then the token, where quick_cache reads its table, then
-//!   the entry, then the token.
+//! - `set-associative`: the crate's own table (`src/cache/table.rs`), its
+//!   verified-token cache since quick_cache: its ways hold their tags and
+//!   entries inline, so a hit reads two sets (at once) and then the
+//!   token, where quick_cache reads its table, then the entry, then the
+//!   token.
 //!
 //! For each, with the runs interleaved round by round: the cost of a hit
 //! for one repeated token, for 10,000 tokens in turn, on one and on two
@@ -91,12 +92,12 @@ impl Hasher for Tail {
     }
 }
 
-type Key = Arc<[u8]>;
+type Key = Arc<str>;
 /// What an entry holds: a principal and the rest, as one allocation.
 type Value = Arc<Box<[u8]>>;
 
 trait Candidate: Send + Sync {
-    fn get(&self, token: &[u8]) -> Option<Value>;
+    fn get(&self, token: &str) -> Option<Value>;
     fn insert(&self, token: Key, value: Value);
 }
 
@@ -106,172 +107,15 @@ struct Quick(quick_cache::sync::Cache<Key, Value, quick_cache::UnitWeighter, Tai
 struct Papaya(papaya::HashMap<Key, Value, TailHash>);
 struct Scc(scc::HashCache<Key, Value, TailHash>);
 
-/// Ways a set of [`Assoc`] holds.
-const WAYS: usize = 8;
-/// Locks the sets of [`Assoc`] share.
-const LOCKS: usize = 64;
-/// A way's tag: the key's hash with this bit set (0 is an empty way) ...
-const OCCUPIED: u64 = 1;
-/// ... and this one while the entry has been hit since the sweep passed.
-const REFERENCED: u64 = 2;
-
-/// A way: its tag and its entry, 32 bytes.
-#[derive(Default)]
-struct Way {
-    tag: std::sync::atomic::AtomicU64,
-    entry: Option<(Key, Value)>,
-}
-
-/// Eight ways on four whole cache lines.
-#[repr(align(64))]
-#[derive(Default)]
-struct Set([Way; WAYS]);
-
-/// A lock and its sets (set `i` is `sets[i / locks]` of lock
-/// `i % locks`), on a line of its own.
-#[repr(align(64))]
-struct Shard(parking_lot::RwLock<Box<[Set]>>);
-
-/// A set-associative cache with two choices: a key's hash picks two sets
-/// of 8 ways; a hit read-locks both sets' shards (in the order of their
-/// locks) and reads the two sets way by way, so that both are fetched
-/// at once; an insert goes into the one with fewer entries, or, both
-/// full, evicts the first entry not referenced since the sweep last
-/// passed (second chance). `capacity` ways in all: an exact bound.
-struct Assoc {
-    shards: Box<[Shard]>,
-    sets: u64,
-    last_ways: usize,
-    hasher: TailHash,
-}
-
-impl Assoc {
-    fn new(capacity: usize) -> Self {
-        let sets = capacity.div_ceil(WAYS);
-        let last_ways = capacity - sets.saturating_sub(1) * WAYS;
-        let locks = sets.clamp(1, LOCKS);
-        let shards = (0..locks)
-            .map(|l| {
-                let count = sets.saturating_sub(l).div_ceil(locks);
-                Shard(parking_lot::RwLock::new(
-                    (0..count).map(|_| Set::default()).collect(),
-                ))
-            })
-            .collect();
-        Self {
-            shards,
-            sets: sets as u64,
-            last_ways,
-            hasher: TailHash::default(),
-        }
-    }
-
-    /// The key's two sets (from each half of its hash) and its tag.
-    fn place(&self, key: &[u8]) -> ([u64; 2], u64) {
-        let h = self.hasher.hash_one(key);
-        let pick = |half: u64| (half * self.sets) >> 32;
-        (
-            [pick(h >> 32), pick(h & u64::from(u32::MAX))],
-            (h | OCCUPIED) & !REFERENCED,
-        )
-    }
-
-    /// Set `set`'s lock, its place among that lock's sets, its ways.
-    fn locate(&self, set: u64) -> (usize, usize, usize) {
-        let locks = self.shards.len() as u64;
-        let ways = if set + 1 == self.sets {
-            self.last_ways
-        } else {
-            WAYS
-        };
-        ((set % locks) as usize, (set / locks) as usize, ways)
-    }
-}
+/// The crate's own table, as its verified-token cache uses it.
+struct Assoc(tower_bearer::testing::TokenTable<Value>);
 
 impl Candidate for Assoc {
-    fn get(&self, token: &[u8]) -> Option<Value> {
-        let ([a, b], tag) = self.place(token);
-        let ((la, ia, na), (lb, ib, nb)) = (self.locate(a), self.locate(b));
-        let (first, second) = (la.min(lb), la.max(lb));
-        let g1 = self.shards[first].0.read();
-        let g2 = (second != first).then(|| self.shards[second].0.read());
-        let (ga, gb) = match &g2 {
-            Some(g2) if la == second => (g2, &g1),
-            Some(g2) => (&g1, g2),
-            None => (&g1, &g1),
-        };
-        let ways_a = &ga[ia].0[..na];
-        let ways_b = if a == b { &[][..] } else { &gb[ib].0[..nb] };
-        (0..WAYS)
-            .flat_map(|w| [ways_a.get(w), ways_b.get(w)])
-            .flatten()
-            .find_map(|way| {
-                let seen = way.tag.load(Ordering::Relaxed);
-                let (k, v) = way.entry.as_ref()?;
-                if seen & !REFERENCED != tag || **k != *token {
-                    return None;
-                }
-                if seen & REFERENCED == 0 {
-                    way.tag.fetch_or(REFERENCED, Ordering::Relaxed);
-                }
-                Some(v.clone())
-            })
+    fn get(&self, token: &str) -> Option<Value> {
+        self.0.get(token.as_bytes())
     }
-
     fn insert(&self, token: Key, value: Value) {
-        let ([a, b], tag) = self.place(&token);
-        let ((la, ia, na), (lb, ib, nb)) = (self.locate(a), self.locate(b));
-        let (first, second) = (la.min(lb), la.max(lb));
-        let mut g1 = self.shards[first].0.write();
-        let mut g2 = (second != first).then(|| self.shards[second].0.write());
-        // Both sets' ways, the first set's first.
-        let mut ways: Vec<&mut Way> = match &mut g2 {
-            None if a == b => g1[ia].0[..na].iter_mut().collect(),
-            None => {
-                let (x, y) = (ia.min(ib), ia.max(ib));
-                let (left, right) = g1.split_at_mut(y);
-                let (lo, hi) = (&mut left[x].0, &mut right[0].0);
-                let (sa, sb) = if ia < ib { (lo, hi) } else { (hi, lo) };
-                sa[..na].iter_mut().chain(sb[..nb].iter_mut()).collect()
-            }
-            Some(g2) => {
-                let (ga, gb) = if la == first {
-                    (&mut g1, g2)
-                } else {
-                    (g2, &mut g1)
-                };
-                let sa = &mut ga[ia].0[..na];
-                let sb = &mut gb[ib].0[..nb];
-                sa.iter_mut().chain(sb.iter_mut()).collect()
-            }
-        };
-        let split = na.min(ways.len());
-        let used = |ways: &[&mut Way]| ways.iter().filter(|w| w.entry.is_some()).count();
-        let at = ways
-            .iter()
-            .position(|w| w.entry.as_ref().is_some_and(|(k, _)| *k == token))
-            .or_else(|| {
-                let (wa, wb) = ways.split_at(split);
-                let free = |ws: &[&mut Way]| ws.iter().position(|w| w.entry.is_none());
-                match (free(wa), free(wb).map(|i| split + i)) {
-                    (Some(i), Some(j)) => Some(if used(wb) < used(wa) { j } else { i }),
-                    (one, other) => one.or(other),
-                }
-            })
-            .or_else(|| {
-                let n = ways.len();
-                let start = (tag >> 8) as usize % n.max(1);
-                (0..2 * n).map(|i| (start + i) % n).find(|&i| {
-                    let seen = ways[i].tag.get_mut();
-                    let spared = *seen & REFERENCED != 0;
-                    *seen &= !REFERENCED;
-                    !spared
-                })
-            });
-        if let Some(i) = at {
-            *ways[i].tag.get_mut() = tag;
-            ways[i].entry = Some((token, value));
-        }
+        drop(self.0.insert(token, value));
     }
 }
 
@@ -279,7 +123,7 @@ impl Candidate for Assoc {
 macro_rules! same_shape {
     ($($candidate:ty),*) => {$(
         impl Candidate for $candidate {
-            fn get(&self, token: &[u8]) -> Option<Value> {
+            fn get(&self, token: &str) -> Option<Value> {
                 self.0.get(token)
             }
             fn insert(&self, token: Key, value: Value) {
@@ -292,7 +136,7 @@ macro_rules! same_shape {
 same_shape!(MokaSegmented, Moka, Quick);
 
 impl Candidate for Papaya {
-    fn get(&self, token: &[u8]) -> Option<Value> {
+    fn get(&self, token: &str) -> Option<Value> {
         self.0.pin().get(token).cloned()
     }
     fn insert(&self, token: Key, value: Value) {
@@ -301,7 +145,7 @@ impl Candidate for Papaya {
 }
 
 impl Candidate for Scc {
-    fn get(&self, token: &[u8]) -> Option<Value> {
+    fn get(&self, token: &str) -> Option<Value> {
         self.0.read_sync(token, |_, v| v.clone())
     }
     fn insert(&self, token: Key, value: Value) {
@@ -352,7 +196,9 @@ fn build(name: &str, capacity: usize) -> Box<dyn Candidate> {
             capacity,
             TailHash::default(),
         ))),
-        "set-associative" => Box::new(Assoc::new(capacity)),
+        "set-associative" => Box::new(Assoc(tower_bearer::testing::TokenTable::new(
+            capacity as u64,
+        ))),
         _ => Box::new(Scc(scc::HashCache::with_capacity_and_hasher(
             capacity,
             capacity,
@@ -373,14 +219,14 @@ const CANDIDATES: [&str; 7] = [
 
 /// A distinct token-sized byte string: its number spread over all bytes,
 /// so that the tail the hasher reads differs too.
-fn token(i: usize) -> Vec<u8> {
+fn token(i: usize) -> String {
     let mut state = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..TOKEN_BYTES)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            b'A' + (state % 26) as u8
+            char::from(b'A' + (state % 26) as u8)
         })
         .collect()
 }
@@ -392,20 +238,20 @@ fn value() -> Value {
 /// A cache holding `tokens`, looked up by separate copies of them.
 struct Filled {
     cache: Box<dyn Candidate>,
-    requests: Vec<Vec<u8>>,
+    requests: Vec<String>,
 }
 
 impl Filled {
     fn new(name: &str, count: usize) -> Self {
         let cache = build(name, count * 2);
-        let requests: Vec<Vec<u8>> = (0..count).map(token).collect();
+        let requests: Vec<String> = (0..count).map(token).collect();
         for r in &requests {
-            cache.insert(Arc::from(r.as_slice()), value());
+            cache.insert(Arc::from(r.as_str()), value());
         }
         // Eviction policies admit on the second sight; every entry is in.
         for r in &requests {
             if cache.get(r).is_none() {
-                cache.insert(Arc::from(r.as_slice()), value());
+                cache.insert(Arc::from(r.as_str()), value());
             }
         }
         assert!(requests.iter().all(|r| cache.get(r).is_some()), "{name}");
