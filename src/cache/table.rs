@@ -232,11 +232,10 @@ impl<V: Clone> Table<V> {
     #[must_use]
     pub(crate) fn remove_if(&self, token: &[u8], pred: impl Fn(&V) -> bool) -> Gone<V> {
         self.with_ways(self.place(token), |a, b| {
-            let way = a.iter_mut().chain(b).find(|w| {
-                w.entry
-                    .as_ref()
-                    .is_some_and(|(k, v)| k.as_bytes() == token && pred(v))
-            })?;
+            let way = a
+                .iter_mut()
+                .chain(b)
+                .find(|w| w.holding(token).is_some_and(&pred))?;
             way.take()
         })
     }
@@ -341,10 +340,11 @@ impl<V: Clone> Way<V> {
     /// seen again.
     fn hit(&self, tag: u64, token: &[u8]) -> Option<V> {
         let seen = self.tag.load(Ordering::Relaxed);
-        let (key, value) = self.entry.as_ref()?;
-        if seen & !REFERENCED != tag || key.as_bytes() != token {
+        // The tag first: the token is compared only where it matches.
+        if seen & !REFERENCED != tag {
             return None;
         }
+        let value = self.holding(token)?;
         if seen & REFERENCED == 0 {
             self.tag.fetch_or(REFERENCED, Ordering::Relaxed);
         }
@@ -353,6 +353,12 @@ impl<V: Clone> Way<V> {
 }
 
 impl<V> Way<V> {
+    /// The value of this way, if it holds `token`.
+    fn holding(&self, token: &[u8]) -> Option<&V> {
+        let (key, value) = self.entry.as_ref()?;
+        (key.as_bytes() == token).then_some(value)
+    }
+
     /// Empties this way; returns what it held.
     fn take(&mut self) -> Gone<V> {
         *self.tag.get_mut() = 0;
@@ -376,7 +382,7 @@ impl<V> Way<V> {
 /// table of no ways.
 fn put<V>(a: &mut [Way<V>], b: &mut [Way<V>], tag: u64, entry: (Arc<str>, V)) -> Gone<V> {
     let token = entry.0.as_bytes();
-    let held = |w: &Way<V>| w.entry.as_ref().is_some_and(|(k, _)| k.as_bytes() == token);
+    let held = |w: &Way<V>| w.holding(token).is_some();
     let used = |ways: &[Way<V>]| ways.iter().filter(|w| w.entry.is_some()).count();
     let free = |ways: &[Way<V>]| ways.iter().position(|w| w.entry.is_none());
     let n = a.len() + b.len();
